@@ -1,0 +1,5 @@
+"""The project's error base: anything raised as a PiError ends as a one-line `Error: …` at the CLI edge."""
+
+
+class PiError(Exception):
+    """A failure whose message already says what went wrong and what to do."""
