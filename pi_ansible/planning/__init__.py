@@ -1,0 +1,1 @@
+"""Pure decisions: they take facts and return plans, and are tested without a host."""

@@ -1,0 +1,166 @@
+"""The only importer of ansible_runner: run a playbook, stream progress, raise a typed error on failure.
+
+Secrets travel in the environment of the ansible-playbook process (never in extravars, which
+ansible-runner writes to disk and shows on the command line); `suppress_env_files=True` keeps them
+out of the run's `env/` folder, and the tasks that read them are `no_log`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PiError
+from .paths import content_root, runs_dir
+
+KEEP_RUNS = 30
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One line of progress: a task finished on a host (or started, with host None)."""
+
+    elapsed: float
+    host: str | None
+    task: str
+    status: str  # started | ok | changed | failed | skipped | unreachable | ignored
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    status: str
+    rc: int
+    artifact_dir: Path
+    stats: dict = field(default_factory=dict)
+    failures: list[TaskEvent] = field(default_factory=list)
+    results: dict[str, dict[str, dict]] = field(default_factory=dict)  # host -> task name -> module result
+    facts: dict[str, dict] = field(default_factory=dict)
+
+    def changed(self) -> int:
+        return sum((self.stats.get("changed") or {}).values())
+
+
+class PlaybookFailed(PiError):
+    def __init__(self, result: RunResult, what: str):
+        self.result = result
+        lines = [f"{what} failed"]
+        for f in result.failures:
+            where = f"{f.host}: " if f.host else ""
+            lines.append(f"  {where}{f.task}: {f.message}".rstrip())
+        if not result.failures:
+            lines.append(f"  ansible-playbook ended with status {result.status} (rc {result.rc})")
+        lines.append(f"  full log: {result.artifact_dir}/stdout")
+        super().__init__("\n".join(lines))
+
+
+def _message(res: dict) -> str:
+    """The most useful single line of a failed task's result."""
+    if res.get("censored"):
+        return "(details hidden: the task handles secrets)"
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if isinstance(msg, list):
+        msg = " ".join(map(str, msg))
+    return str(msg).strip()
+
+
+def _rotate(base: Path) -> None:
+    runs = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for old in runs[:-KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_playbook(
+    playbook: str,
+    *,
+    inventory: str | dict | list,
+    extravars: dict | None = None,
+    secrets: dict[str, str] | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+    limit: str | None = None,
+    label: str = "",
+    what: str | None = None,
+    check: bool = True,
+) -> RunResult:
+    """Run playbooks/<playbook> with the repo's ansible.cfg; raise PlaybookFailed naming hosts and tasks."""
+    import ansible_runner  # noqa: PLC0415 - ~0.3 s of imports that local commands must not pay
+
+    root = content_root()
+    base = runs_dir()
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _rotate(base)
+    ident = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{Path(playbook).stem}{'-' + label if label else ''}"
+    private = base / ident
+    private.mkdir(mode=0o700)
+
+    started = time.monotonic()
+    results: dict[str, dict[str, dict]] = {}
+    failures: list[TaskEvent] = []
+
+    def handle(event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        task = (data.get("task") or "").strip()
+        host = data.get("host")
+        elapsed = time.monotonic() - started
+        ev = None
+        if kind == "playbook_on_task_start" and on_event:
+            ev = TaskEvent(elapsed, None, task, "started")
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            res = data.get("res") or {}
+            if kind == "runner_on_ok":
+                status = "changed" if res.get("changed") else "ok"
+                results.setdefault(host, {})[task] = res
+            elif kind == "runner_on_skipped":
+                status = "skipped"
+            elif kind == "runner_on_failed" and data.get("ignore_errors"):
+                status = "ignored"
+            else:
+                status = "unreachable" if kind == "runner_on_unreachable" else "failed"
+            ev = TaskEvent(elapsed, host, task, status, _message(res) if status in ("failed", "unreachable") else "")
+            if status in ("failed", "unreachable"):
+                failures.append(ev)
+        if ev and on_event:
+            on_event(ev)
+        return True
+
+    bindir = str(Path(sys.executable).parent)
+    envvars = {
+        # ansible-runner starts `ansible-playbook` by name: without the venv on PATH it exits 127.
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(root / "roles"),
+        "ANSIBLE_LIBRARY": str(root / "plugins" / "modules"),
+        "ANSIBLE_MODULE_UTILS": str(root / "plugins" / "module_utils"),
+        "ANSIBLE_FILTER_PLUGINS": str(root / "plugins" / "filter"),
+        "ANSIBLE_ACTION_PLUGINS": str(root / "plugins" / "action"),
+        "ANSIBLE_NOCOLOR": "1",
+        **(secrets or {}),
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(private),
+        project_dir=str(root),
+        playbook=str(root / "playbooks" / playbook),
+        inventory=inventory,
+        extravars=extravars or {},
+        envvars=envvars,
+        limit=limit,
+        event_handler=handle,
+        quiet=True,
+        suppress_env_files=True,
+        suppress_ansible_output=True,
+    )
+    art = Path(runner.config.artifact_dir)
+    facts = {}
+    for host in (runner.stats or {}).get("ok", {}) or {}:
+        facts[host] = runner.get_fact_cache(host) or {}
+    result = RunResult(status=runner.status, rc=runner.rc, artifact_dir=art, stats=runner.stats or {},
+                       failures=failures, results=results, facts=facts)
+    if check and (runner.status != "successful" or runner.rc != 0):
+        raise PlaybookFailed(result, what or f"playbook {playbook}")
+    return result

@@ -1,0 +1,1 @@
+../../pi_ansible/planning/gpu_facts_parse.py
