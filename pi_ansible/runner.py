@@ -7,6 +7,7 @@ out of the run's `env/` folder, and the tasks that read them are `no_log`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -55,6 +56,10 @@ class PlaybookFailed(PiError):
             lines.append(f"  {where}{f.task}: {f.message}".rstrip())
         if not result.failures:
             lines.append(f"  ansible-playbook ended with status {result.status} (rc {result.rc})")
+            stdout = result.artifact_dir / "stdout"
+            errors = [ln for ln in (stdout.read_text(errors="replace").splitlines() if stdout.exists() else [])
+                      if "ERROR" in ln]
+            lines += [f"  {ln.strip()}" for ln in errors[:3]]
         lines.append(f"  full log: {result.artifact_dir}/stdout")
         super().__init__("\n".join(lines))
 
@@ -67,6 +72,28 @@ def _message(res: dict) -> str:
     if isinstance(msg, list):
         msg = " ".join(map(str, msg))
     return str(msg).strip()
+
+
+def read_fact_cache(cache_dir: Path, host: str) -> dict:
+    """A host's cached facts. ansible-core 2.19 names the file `s<N>_<host>` and wraps the facts in a
+    JSON string under `__payload__`, which ansible-runner's get_fact_cache does not read yet."""
+    for path in [cache_dir / host, *sorted(cache_dir.glob(f"s*_{host}"))]:
+        if path.is_file():
+            data = json.loads(path.read_text())
+            payload = data.get("__payload__") if isinstance(data, dict) else None
+            return _untag(json.loads(payload) if isinstance(payload, str) else data)
+    return {}
+
+
+def _untag(obj):
+    """Strip ansible-core 2.19's data tags ({"value": …, "tags": […], "__ansible_type": …}) from cached facts."""
+    if isinstance(obj, dict):
+        if "__ansible_type" in obj and "value" in obj:
+            return _untag(obj["value"])
+        return {k: _untag(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_untag(v) for v in obj]
+    return obj
 
 
 def _rotate(base: Path) -> None:
@@ -114,7 +141,9 @@ def run_playbook(
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             res = data.get("res") or {}
             if kind == "runner_on_ok":
-                status = "changed" if res.get("changed") else "ok"
+                # A no_log result is censored, changed flag included; the event's own line still says it.
+                changed = res.get("changed") or (event.get("stdout") or "").lstrip().startswith("changed")
+                status = "changed" if changed else "ok"
                 results.setdefault(host, {})[task] = res
             elif kind == "runner_on_skipped":
                 status = "skipped"
@@ -156,9 +185,7 @@ def run_playbook(
         suppress_ansible_output=True,
     )
     art = Path(runner.config.artifact_dir)
-    facts = {}
-    for host in (runner.stats or {}).get("ok", {}) or {}:
-        facts[host] = runner.get_fact_cache(host) or {}
+    facts = {host: read_fact_cache(art / "fact_cache", host) for host in (runner.stats or {}).get("ok", {}) or {}}
     result = RunResult(status=runner.status, rc=runner.rc, artifact_dir=art, stats=runner.stats or {},
                        failures=failures, results=results, facts=facts)
     if check and (runner.status != "successful" or runner.rc != 0):

@@ -1,0 +1,99 @@
+"""`pi pods setup`: validate everything locally, probe SSH, run playbooks/pod_setup.yml, save the pod.
+
+Nothing on the pod or in local state changes before every local check has passed, and local state
+changes only after the playbook succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import ssh
+from .errors import PiError
+from .planning import engine_wheels, mounts
+from .sshargs import parse_ssh, validate_name
+from .state import StateStore, pod_record
+
+SECRETS = ("HF_TOKEN", "PI_API_KEY")
+_SECRET_HELP = {
+    "HF_TOKEN": "a Hugging Face token (https://huggingface.co/settings/tokens): export HF_TOKEN=hf_...",
+    "PI_API_KEY": "the API key your model endpoints will require: export PI_API_KEY=$(openssl rand -hex 24)",
+}
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    name: str
+    ssh: str
+    mount: str | None = None
+    models_path: str | None = None
+    vllm: str = "release"
+    index_url: str | None = None
+    hf_endpoint: str | None = None
+    reinstall: bool = False
+
+
+def read_secrets(env=None) -> dict[str, str]:
+    env = os.environ if env is None else env
+    missing = [k for k in SECRETS if not env.get(k)]
+    if missing:
+        raise PiError(" and ".join(missing) + " must be set before setting up a pod: "
+                      + "; ".join(f"{k} is {_SECRET_HELP[k]}" for k in missing))
+    return {k: env[k] for k in SECRETS}
+
+
+def extravars(req: SetupRequest) -> dict:
+    """Role variables for playbooks/pod_setup.yml (nothing secret: secrets travel in the environment)."""
+    out = {
+        "vllm_env_variant": req.vllm,
+        "vllm_env_reinstall": req.reinstall,
+        "model_storage_mount": req.mount or "",
+        "model_storage_models_path": req.models_path or "",
+    }
+    if req.index_url:
+        # A mirror (or the lab's index) serves everything: uv itself, vLLM's variants and torch.
+        out["vllm_env_uv_index_url"] = req.index_url
+        out["vllm_env_index_urls"] = {k: req.index_url for k in engine_wheels.DEFAULT_INDEX_URLS}
+    if req.hf_endpoint:
+        out["model_storage_hf_endpoint"] = req.hf_endpoint
+    return out
+
+
+def validate(req: SetupRequest, store: StateStore):
+    """Every local check, before anything touches the pod: returns the parsed SSH target."""
+    validate_name(req.name, "pod")
+    target = parse_ssh(req.ssh)
+    if req.vllm not in engine_wheels.VARIANTS:
+        raise PiError(f"unknown --vllm {req.vllm!r}: use one of {', '.join(engine_wheels.VARIANTS)}")
+    plan = mounts.parse_mount(req.mount) if req.mount else None
+    mounts.models_path(plan, req.models_path)
+    store.load()  # a malformed state file stops us here, untouched
+    return target
+
+
+def setup_pod(req: SetupRequest, *, store: StateStore | None = None,
+              on_event: Callable | None = None, env=None) -> dict:
+    """Set up the pod and save it; returns its local state record plus what the run reported."""
+    from .runner import run_playbook  # noqa: PLC0415 - keeps ansible_runner off the import path of local commands
+
+    store = store or StateStore()
+    target = validate(req, store)
+    secrets = read_secrets(env)
+    ssh.probe(target)
+    inventory = {"all": {"hosts": {req.name: {**target.ansible_vars(),
+                                              "ansible_python_interpreter": "auto_silent"}}}}
+    result = run_playbook("pod_setup.yml", inventory=inventory, extravars=extravars(req), secrets=secrets,
+                          on_event=on_event, label=req.name, what=f"setting up pod {req.name}")
+    facts = result.facts.get(req.name, {})
+    gpus, engine, storage = facts.get("pi_gpus", {}), facts.get("pi_vllm_env", {}), facts.get("pi_model_storage", {})
+    record = pod_record(target, gpus=gpus.get("gpus", []), driver_version=gpus.get("driver_version"),
+                        cuda_version=gpus.get("cuda_version"), engine_variant=req.vllm,
+                        vllm_version=engine.get("vllm_version"), models_path=storage.get("models_path"))
+    with store.transaction() as state:
+        state.add_pod(req.name, record)
+        active = state.active
+    return {"name": req.name, **record, "active": active == req.name, "changed": result.changed(),
+            "notes": list(engine.get("notes") or []), "cuda_variant": engine.get("cuda_variant"),
+            "run": str(result.artifact_dir)}
