@@ -76,7 +76,7 @@ def validate(req: SetupRequest, store: StateStore):
 def setup_pod(req: SetupRequest, *, store: StateStore | None = None,
               on_event: Callable | None = None, env=None) -> dict:
     """Set up the pod and save it; returns its local state record plus what the run reported."""
-    from .runner import run_playbook  # noqa: PLC0415 - keeps ansible_runner off the import path of local commands
+    from .runner import run_playbook  # keeps ansible_runner off the import path of local commands
 
     store = store or StateStore()
     target = validate(req, store)
@@ -84,10 +84,11 @@ def setup_pod(req: SetupRequest, *, store: StateStore | None = None,
     ssh.probe(target)
     inventory = {"all": {"hosts": {req.name: {**target.ansible_vars(),
                                               "ansible_python_interpreter": "auto_silent"}}}}
-    result = run_playbook("pod_setup.yml", inventory=inventory, extravars=extravars(req), secrets=secrets,
+    secret_vars = {"pod_secrets_hf_token": secrets["HF_TOKEN"], "pod_secrets_api_key": secrets["PI_API_KEY"]}
+    result = run_playbook("pod_setup.yml", inventory=inventory, extravars=extravars(req), secret_vars=secret_vars,
                           on_event=on_event, label=req.name, what=f"setting up pod {req.name}")
     facts = result.facts.get(req.name, {})
-    gpus, engine, storage = facts.get("pi_gpus", {}), facts.get("pi_vllm_env", {}), facts.get("pi_model_storage", {})
+    gpus, engine, storage = facts.get("pi_gpus", {}), facts.get("vllm_env_installed", {}), facts.get("model_storage_layout", {})
     record = pod_record(target, gpus=gpus.get("gpus", []), driver_version=gpus.get("driver_version"),
                         cuda_version=gpus.get("cuda_version"), engine_variant=req.vllm,
                         vllm_version=engine.get("vllm_version"), models_path=storage.get("models_path"))

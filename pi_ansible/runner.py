@@ -1,16 +1,19 @@
 """The only importer of ansible_runner: run a playbook, stream progress, raise a typed error on failure.
 
-Secrets travel in the environment of the ansible-playbook process (never in extravars, which
-ansible-runner writes to disk and shows on the command line); `suppress_env_files=True` keeps them
-out of the run's `env/` folder, and the tasks that read them are `no_log`.
+Secrets never travel in the environment: ansible-runner writes the whole environment of the run into
+the artifact `command` file. They go in an extra-vars file in a private RAM-backed directory (0700/0600),
+removed when the run ends, and the tasks that use them are `no_log`. Secret variables inherited from the
+caller's environment are blanked for the run for the same reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ from .errors import PiError
 from .paths import content_root, runs_dir
 
 KEEP_RUNS = 30
+# Names that must never reach ansible-runner's recorded environment.
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PI_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,24 @@ def _untag(obj):
     return obj
 
 
+@contextlib.contextmanager
+def _secret_vars_file(secret_vars: dict[str, str] | None):
+    """Yield `-e @FILE` for the secrets (or None): a 0600 file in a 0700 dir on tmpfs, always removed."""
+    if not secret_vars:
+        yield None
+        return
+    shm = Path("/dev/shm")
+    tmp = Path(tempfile.mkdtemp(prefix="pi-secrets-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+    try:
+        path = tmp / "vars.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(secret_vars, fh)
+        yield f"-e @{path}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _rotate(base: Path) -> None:
     runs = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name)
     for old in runs[:-KEEP_RUNS]:
@@ -107,7 +130,7 @@ def run_playbook(
     *,
     inventory: str | dict | list,
     extravars: dict | None = None,
-    secrets: dict[str, str] | None = None,
+    secret_vars: dict[str, str] | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
     limit: str | None = None,
     label: str = "",
@@ -115,7 +138,7 @@ def run_playbook(
     check: bool = True,
 ) -> RunResult:
     """Run playbooks/<playbook> with the repo's ansible.cfg; raise PlaybookFailed naming hosts and tasks."""
-    import ansible_runner  # noqa: PLC0415 - ~0.3 s of imports that local commands must not pay
+    import ansible_runner  # ~0.3 s of imports that local commands must not pay
 
     root = content_root()
     base = runs_dir()
@@ -153,6 +176,8 @@ def run_playbook(
                 status = "unreachable" if kind == "runner_on_unreachable" else "failed"
             ev = TaskEvent(elapsed, host, task, status, _message(res) if status in ("failed", "unreachable") else "")
             if status in ("failed", "unreachable"):
+                # One failure per host: a failure handled by a rescue is followed by the rescue's own.
+                failures[:] = [f for f in failures if f.host != host]
                 failures.append(ev)
         if ev and on_event:
             on_event(ev)
@@ -169,21 +194,23 @@ def run_playbook(
         "ANSIBLE_FILTER_PLUGINS": str(root / "plugins" / "filter"),
         "ANSIBLE_ACTION_PLUGINS": str(root / "plugins" / "action"),
         "ANSIBLE_NOCOLOR": "1",
-        **(secrets or {}),
+        **{name: "" for name in SECRET_ENV if name in os.environ},
     }
-    runner = ansible_runner.run(
-        private_data_dir=str(private),
-        project_dir=str(root),
-        playbook=str(root / "playbooks" / playbook),
-        inventory=inventory,
-        extravars=extravars or {},
-        envvars=envvars,
-        limit=limit,
-        event_handler=handle,
-        quiet=True,
-        suppress_env_files=True,
-        suppress_ansible_output=True,
-    )
+    with _secret_vars_file(secret_vars) as cmdline:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(root),
+            playbook=str(root / "playbooks" / playbook),
+            inventory=inventory,
+            extravars=extravars or {},
+            envvars=envvars,
+            cmdline=cmdline,
+            limit=limit,
+            event_handler=handle,
+            quiet=True,
+            suppress_env_files=True,
+            suppress_ansible_output=True,
+        )
     art = Path(runner.config.artifact_dir)
     facts = {host: read_fact_cache(art / "fact_cache", host) for host in (runner.stats or {}).get("ok", {}) or {}}
     result = RunResult(status=runner.status, rc=runner.rc, artifact_dir=art, stats=runner.stats or {},

@@ -70,4 +70,5 @@ def lab() -> Lab:
     _need_root()
     up = lab_up()
     yield up
-    run_pi("lab", "down", check=False)
+    if not os.environ.get("PI_TEST_KEEP_LAB"):  # developers keep it up between runs
+        run_pi("lab", "down", check=False)

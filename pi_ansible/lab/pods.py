@@ -192,10 +192,9 @@ def _launch(lab: LabLayout, pod: str, merged: Path) -> int:
         f"--network-namespace-path=/run/netns/{net.netns_name(pod)} --resolv-conf=off --timezone=off "
         f"--link-journal=no --console=read-only"
     )
-    log = open(lab.pod_dir(pod) / "console.log", "ab")
-    proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    log.close()
+    with open(lab.pod_dir(pod) / "console.log", "ab") as log:
+        proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     return proc.pid
 
 
@@ -227,7 +226,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
     lab.ssh_config.write_text("# pi-ansible lab pods (written by `pi lab up`)\n" + "\n".join(blocks))
     lab.ssh_config.chmod(0o600)
 
-    from .servicectl import lab_service_urls  # noqa: PLC0415 - only needed once pods exist
+    from .servicectl import lab_service_urls  # only needed once pods exist
 
     urls = lab_service_urls()
     hosts = {p.name: {"ansible_host": p.ip, "pi_lab_profile": p.profile}
@@ -285,7 +284,7 @@ def up(lab: LabLayout, profiles: list[str], log=print) -> list[Pod]:
         lab.root.mkdir(parents=True, exist_ok=True)
         rootfs = ensure_rootfs(lab.cache, log=log)
         _ensure_key(lab)
-        from .servicectl import ensure_services  # noqa: PLC0415
+        from .servicectl import ensure_services
 
         net.ensure_bridge()
         ensure_services(lab, log=log)
@@ -374,7 +373,7 @@ def down(lab: LabLayout, log=print) -> list[str]:
         for p in pods.values():
             log(f"Stopping pod {p.name}")
             _teardown_pod(lab, p)
-        from .servicectl import stop_services  # noqa: PLC0415
+        from .servicectl import stop_services
 
         stop_services(lab)
         net.delete_bridge()
@@ -391,7 +390,7 @@ def down(lab: LabLayout, log=print) -> list[str]:
 
 def status(lab: LabLayout) -> dict:
     pods = _read_state(lab)
-    from .servicectl import services_status  # noqa: PLC0415
+    from .servicectl import services_status
 
     rows = []
     for p in sorted(pods.values(), key=lambda p: p.slot):

@@ -49,8 +49,8 @@ def _listening(port: int) -> bool:
 
 def build_wheels(lab: LabLayout, log=print) -> Path:
     """The wheelhouse pods install from: real wheels from PyPI (cached) plus the engine double."""
-    from .doubles.build import build_wheel  # noqa: PLC0415
-    from .wheelhouse import build_wheelhouse  # noqa: PLC0415
+    from .doubles.build import build_wheel
+    from .wheelhouse import build_wheelhouse
 
     doubles = lab.root / "doubles"
     doubles.mkdir(parents=True, exist_ok=True)
@@ -64,16 +64,15 @@ def ensure_services(lab: LabLayout, log=print) -> None:
     if _pid(lab) and _listening(INDEX_PORT) and _listening(HUB_PORT):
         return
     stop_services(lab)
-    logf = open(lab.root / "services.log", "ab")
     cmd = [sys.executable, "-m", "pi_ansible.lab.services", "--bind", net.HOST_IP,
            "--index-port", str(INDEX_PORT), "--hub-port", str(HUB_PORT),
            "--models-dir", str(MODELS_DIR), "--wheel-dir", str(wheel_dir)]
     token_file = lab.root / "hub-access-tokens"
     if token_file.exists():
         cmd += ["--access-token-file", str(token_file)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
-    logf.close()
+    with open(lab.root / "services.log", "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
     (lab.root / "services.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

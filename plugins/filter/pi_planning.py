@@ -14,8 +14,8 @@ try:
 except ImportError:  # a checkout used without `pip install`: the package sits beside plugins/
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pi_ansible.errors import PiError  # noqa: E402
-from pi_ansible.planning import engine_wheels, mounts  # noqa: E402
+from pi_ansible.errors import PiError
+from pi_ansible.planning import engine_wheels, mounts
 
 
 def _call(fn, *args, **kwargs):

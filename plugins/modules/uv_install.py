@@ -111,7 +111,7 @@ def main():
     page_url = p["index_url"].rstrip("/") + "/uv/"
     try:
         page = open_url(page_url, timeout=30).read().decode("utf-8", "replace")
-    except Exception as exc:  # noqa: BLE001 - any transport error ends in one clear message
+    except Exception as exc:
         module.fail_json(msg=f"cannot read the uv index page {page_url}: {exc}. Check the pod's network or set the index URL.")
     links = _Links()
     links.feed(page)
@@ -131,7 +131,7 @@ def main():
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     digest.update(chunk)
                     fh.write(chunk)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             module.fail_json(msg=f"cannot download {url}: {exc}")
         if sha and digest.hexdigest() != sha:
             module.fail_json(msg=f"sha256 of {url} is {digest.hexdigest()}, the index says {sha}: refusing to install it")

@@ -6,7 +6,6 @@ Everything here runs against real test pods over real SSH (see tests/conftest.py
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -204,7 +203,7 @@ def test_engine_double_refuses_a_model_too_large_for_its_gpus(lab, pod_venv):
 def test_lab_up_twice_is_a_no_op_and_down_leaves_nothing(lab):
     before = {p["name"]: p["init_pid"] for p in lab.status["pods"]}
     started = time.monotonic()
-    again = json.loads(run_pi("lab", "up", "--json", *sum((["--profile", p] for p in LAB_PROFILES), [])).stdout)
+    again = json.loads(run_pi("lab", "up", "--json", *[a for p in LAB_PROFILES for a in ("--profile", p)]).stdout)
     assert time.monotonic() - started < 10
     assert {p["name"]: p["init_pid"] for p in again["pods"]} == before
 

@@ -1,0 +1,210 @@
+"""`pi pods …`, `pi ssh`, end to end: the real CLI against lab pods over real SSH, through ansible-runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pi_ansible.lab.gpu_profiles import PROFILES
+from pi_ansible.lab.servicectl import lab_service_urls
+
+from ..conftest import PI, run_pi
+
+pytestmark = pytest.mark.lab
+HF_CANARY = "hf_CANARYhf7b1d9e0c4a"
+KEY_CANARY = "pikey-CANARY-5e2f8a19"
+
+
+@pytest.fixture
+def pi_env(tmp_path) -> dict:
+    urls = lab_service_urls()
+    return {"PI_CONFIG_DIR": str(tmp_path / "pi"), "HF_TOKEN": HF_CANARY, "PI_API_KEY": KEY_CANARY,
+            "PI_INDEX_URL": urls["index"], "HF_ENDPOINT": urls["hub"]}
+
+
+def setup(lab, name: str, pod: str, env: dict, *extra: str, check: bool = True):
+    return run_pi("pods", "setup", name, lab.pod(pod)["ssh"], "--models-path", "/mnt/models", "--json", *extra,
+                  env=env, check=check)
+
+
+def state_bytes(env) -> bytes | None:
+    p = Path(env["PI_CONFIG_DIR"]) / "pi-ansible.json"
+    return p.read_bytes() if p.exists() else None
+
+
+class PsSampler:
+    """Samples `ps` on the controller and on a pod while a command runs (bounded in count and time)."""
+
+    def __init__(self, lab, pod: str, period: float = 0.3, limit: int = 400):
+        self.lab, self.pod, self.period, self.limit = lab, pod, period, limit
+        self.samples: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for _ in range(self.limit):
+            if self._stop.is_set():
+                return
+            self.samples.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+            self.samples.append(self.lab.ssh(self.pod, "ps -eo args", check=False).stdout)
+            time.sleep(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_setup_the_h100_pod_then_rerun_changes_nothing(lab, pi_env):
+    with PsSampler(lab, "h100x2") as ps:
+        t0 = time.monotonic()
+        first = json.loads(setup(lab, "h100", "h100x2", pi_env).stdout)
+        first_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    second = json.loads(setup(lab, "h100", "h100x2", pi_env).stdout)
+    second_s = time.monotonic() - t0
+    print(f"\nsetup timings: first {first_s:.1f} s, re-run {second_s:.1f} s")
+    assert second["changed"] == 0, "a second setup on a set-up pod changes nothing"
+
+    listed = json.loads(run_pi("pods", "--json", env=pi_env).stdout)
+    pod = next(p for p in listed["pods"] if p["name"] == "h100")
+    profile = PROFILES["h100x2"]
+    assert [g["uuid"] for g in pod["gpus"]] == [g["uuid"] for g in profile["gpus"]]
+    assert {g["name"] for g in pod["gpus"]} == {"NVIDIA H100 80GB HBM3"}
+    assert (pod["driver_version"], pod["cuda_version"]) == (profile["driver_version"], profile["cuda_version"])
+    assert pod["vllm_version"] == "0.33.0+lab" and pod["models_path"] == "/mnt/models"
+    assert listed["active"] == "h100" and first["active"]
+
+    # The pod's venv runs the engine double.
+    out = run_pi("ssh", "h100", "/opt/pi-ansible/venv/bin/vllm --version", env=pi_env).stdout
+    assert out.strip().endswith("0.33.0+lab")
+
+    # Secrets: only in the pod's 0600 root-only file; nowhere else on either side.
+    st = lab.ssh("h100x2", "stat -c '%a %U %G' /etc/pi-ansible/secrets.env").stdout.split()
+    assert st == ["600", "root", "root"]
+    on_pod = lab.ssh("h100x2", f"grep -rlsI -e {HF_CANARY} -e {KEY_CANARY} / --exclude-dir=proc --exclude-dir=sys "
+                               "--exclude-dir=dev --exclude-dir=run || true").stdout.split()
+    assert on_pod == ["/etc/pi-ansible/secrets.env"]
+    journal = lab.ssh("h100x2", "journalctl --no-pager -o cat").stdout
+    assert HF_CANARY not in journal and KEY_CANARY not in journal
+    local = subprocess.run(["grep", "-rlsI", "-e", HF_CANARY, "-e", KEY_CANARY, pi_env["PI_CONFIG_DIR"]],
+                           capture_output=True, text=True).stdout.split()
+    assert local == [], f"secrets leaked into local files: {local}"
+    assert ps.samples, "ps was sampled during the run"
+    for sample in ps.samples:
+        assert HF_CANARY not in sample and KEY_CANARY not in sample
+
+
+def test_driver_too_old_gets_the_cu129_build_and_says_so(lab, pi_env):
+    out = json.loads(setup(lab, "g4090", "rtx4090", pi_env).stdout)
+    assert out["cuda_variant"] == "cu129"
+    assert any("550.144.03" in n for n in out["notes"])
+
+
+@pytest.mark.parametrize(("pod", "says"), [
+    ("mismatch", "do not match the loaded kernel module"),
+    ("nodevices", "sees no GPU"),
+])
+def test_broken_gpu_pods_fail_with_what_to_do_and_change_no_state(lab, pi_env, pod, says):
+    setup(lab, "keep", "h100x2", pi_env)
+    before = state_bytes(pi_env)
+    proc = setup(lab, "broken", pod, pi_env, check=False)
+    assert proc.returncode == 1
+    assert says in proc.stderr and "Traceback" not in proc.stderr
+    assert state_bytes(pi_env) == before
+
+
+def test_a_failing_mount_fails_the_setup(lab, pi_env):
+    proc = run_pi("pods", "setup", "mnt", lab.pod("h100x2")["ssh"], "--mount", "mount --bind /nonexistent /mnt/models",
+                  env=pi_env, check=False)
+    assert proc.returncode == 1
+    assert "the mount `mount --bind /nonexistent /mnt/models` failed" in proc.stderr
+    assert state_bytes(pi_env) is None
+    assert "/nonexistent" not in lab.ssh("h100x2", "cat /etc/fstab").stdout
+
+
+def test_a_bind_mount_becomes_the_models_path_and_survives_in_fstab(lab, pi_env):
+    lab.ssh("h100x2", "mkdir -p /srv/models-src")
+    out = json.loads(run_pi("pods", "setup", "bind", lab.pod("h100x2")["ssh"], "--mount",
+                            "mount --bind /srv/models-src /mnt/shared", "--json", env=pi_env).stdout)
+    assert out["models_path"] == "/mnt/shared"
+    assert "/srv/models-src /mnt/shared none bind" in lab.ssh("h100x2", "cat /etc/fstab").stdout
+    assert lab.ssh("h100x2", "findmnt -n -o TARGET /mnt/shared").stdout.strip() == "/mnt/shared"
+    lab.ssh("h100x2", "umount /mnt/shared; sed -i '\\# /mnt/shared #d' /etc/fstab", check=False)
+
+
+BAD_SSH = [
+    "root@",
+    "ssh",
+    "ssh -p 99999 root@10.77.0.11",
+    "ssh -o ProxyCommand=nc root@10.77.0.11",
+    "ssh root@10.77.0.11; rm -rf /",
+    "ssh -L 80:localhost:80 root@10.77.0.11",
+    "ssh root@host name",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_SSH)
+def test_bad_ssh_strings_are_refused_before_anything_runs(pi_env, bad):
+    proc = run_pi("pods", "setup", "p1", bad, "--models-path", "/mnt/models", env=pi_env, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error:") and "Traceback" not in proc.stderr
+    assert not (Path(pi_env["PI_CONFIG_DIR"]) / "ansible-runs").exists(), "no playbook ran"
+
+
+def test_unreachable_and_refused_pods_say_which(lab, pi_env):
+    closed = run_pi("pods", "setup", "p1", "ssh -p 2 root@127.0.0.1", "--models-path", "/m", env=pi_env, check=False)
+    assert closed.returncode == 1 and "nothing listens for SSH" in closed.stderr
+    wrong_key = lab.pod("h100x2")["ssh"].replace("id_ed25519", "no-such-key")
+    refused = run_pi("pods", "setup", "p1", wrong_key, "--models-path", "/m", env=pi_env, check=False)
+    assert refused.returncode == 1 and "refused the SSH key" in refused.stderr
+
+
+def test_missing_secrets_say_how_to_set_them(lab, pi_env):
+    env = {k: v for k, v in pi_env.items() if k != "HF_TOKEN"}
+    proc = subprocess.run([PI, "pods", "setup", "p1", lab.pod("h100x2")["ssh"], "--models-path", "/m"],
+                          capture_output=True, text=True, env={**{k: v for k, v in os.environ.items() if k != "HF_TOKEN"},
+                                                               **env})
+    assert proc.returncode == 1 and "export HF_TOKEN=" in proc.stderr
+
+
+def test_unknown_pods_and_a_malformed_state_file(pi_env):
+    for args in (["pods", "active", "nope"], ["pods", "remove", "nope"], ["ssh", "nope", "true"]):
+        proc = run_pi(*args, env=pi_env, check=False)
+        assert proc.returncode == 1 and "no pod named 'nope'" in proc.stderr
+    state = Path(pi_env["PI_CONFIG_DIR"]) / "pi-ansible.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text('{"version": 1, "pods": ')
+    for args in (["pods"], ["pods", "setup", "p1", "ssh root@10.77.0.11", "--models-path", "/m"]):
+        proc = run_pi(*args, env=pi_env, check=False)
+        assert proc.returncode == 1 and str(state) in proc.stderr and "Traceback" not in proc.stderr
+    assert state.read_text() == '{"version": 1, "pods": '
+
+
+def test_two_setups_at_once_lose_no_pod(lab, pi_env):
+    procs = [subprocess.Popen([PI, "pods", "setup", name, lab.pod(pod)["ssh"], "--models-path", "/mnt/models"],
+                              env={**os.environ, **pi_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, pod in (("one", "h100x2"), ("two", "rtx4090"))]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    names = {p["name"] for p in json.loads(run_pi("pods", "--json", env=pi_env).stdout)["pods"]}
+    assert names == {"one", "two"}
+
+
+def test_pi_ssh_streams_and_passes_the_exit_code(lab, pi_env):
+    setup(lab, "h100", "h100x2", pi_env)
+    proc = run_pi("ssh", "h100", "echo out; echo err >&2; exit 7", env=pi_env, check=False)
+    assert proc.returncode == 7 and proc.stdout == "out\n" and "err" in proc.stderr
+    run_pi("pods", "remove", "h100", env=pi_env)
+    assert json.loads(run_pi("pods", "--json", env=pi_env).stdout)["pods"] == []
