@@ -18,7 +18,9 @@ class AgentError(Exception):
     """A failure the user has to act on; the message is one line that says what to do."""
 
 
-def make_client(base_url: str, api_key: str, *, timeout: float = REQUEST_TIMEOUT, max_retries: int = 1) -> Any:
+def make_client(
+    base_url: str, api_key: str, *, timeout: float = REQUEST_TIMEOUT, max_retries: int = 1
+) -> Any:
     import openai
 
     return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
@@ -39,7 +41,7 @@ def _server_message(exc: Any) -> str:
         message = body
     if not message:
         message = getattr(exc, "message", None) or str(exc)
-    return _one_line(message, 200)
+    return _one_line(message, 200).rstrip(". ") or "no details"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -54,7 +56,11 @@ def _root_cause(exc: BaseException) -> str:
     lowered = text.lower()
     if "refused" in lowered:
         return "connection refused"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
+    if (
+        "name or service not known" in lowered
+        or "nodename nor servname" in lowered
+        or "getaddrinfo" in lowered
+    ):
         return "unknown host"
     if "timed out" in lowered or "timeout" in lowered:
         return "timed out"
@@ -63,7 +69,9 @@ def _root_cause(exc: BaseException) -> str:
     return _one_line(text, 120) if text else type(last).__name__
 
 
-def describe_error(exc: BaseException, base_url: str, model: str | None = None) -> str | None:
+def describe_error(
+    exc: BaseException, base_url: str, model: str | None = None, *, key_given: bool = True
+) -> str | None:
     """One line for a failure of the OpenAI SDK, or None when `exc` is not one (a bug: let it show)."""
     try:
         import openai
@@ -83,6 +91,8 @@ def describe_error(exc: BaseException, base_url: str, model: str | None = None) 
             f"(pi list shows running models)."
         )
     if isinstance(exc, openai.AuthenticationError):
+        if not key_given:
+            return f"{where} needs an API key (401). Set it with --api-key or OPENAI_API_KEY/PI_API_KEY."
         return f"{where} refused the API key (401). {KEY_FIX}"
     if isinstance(exc, openai.PermissionDeniedError):
         return f"{where} denied access (403): {_server_message(exc)}. {KEY_FIX}"
@@ -93,7 +103,9 @@ def describe_error(exc: BaseException, base_url: str, model: str | None = None) 
             f"{base_url.rstrip('/')}/models and that --base-url ends in /v1."
         )
     if isinstance(exc, openai.RateLimitError):
-        return f"{where} is rate limiting requests (429): {_server_message(exc)}. Wait a moment and try again."
+        return (
+            f"{where} is rate limiting requests (429): {_server_message(exc)}. Wait a moment and try again."
+        )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status >= 500:

@@ -68,8 +68,10 @@ class Tool:
     run: Callable[..., str]
 
 
-def cut(text: str, limit: int = OUTPUT_CAP, *, keep_tail: bool = False) -> str:
-    """Cut `text` to about `limit` characters, saying how much was left out."""
+def cut(text: str, limit: int | None = None, *, keep_tail: bool = False) -> str:
+    """Cut `text` to about `limit` characters (default OUTPUT_CAP), saying how much was left out."""
+    if limit is None:
+        limit = OUTPUT_CAP
     if len(text) <= limit:
         return text
     left_out = len(text) - limit
@@ -173,7 +175,7 @@ def tool_list(ctx: ToolContext, path: str = ".") -> str:
 class _Capture:
     """Reads a pipe to the end, keeping its head and tail within the output cap."""
 
-    def __init__(self, pipe, limit: int = OUTPUT_CAP):
+    def __init__(self, pipe, limit: int):
         self.pipe = pipe
         self.head = bytearray()
         self.tail = bytearray()
@@ -239,7 +241,7 @@ def tool_bash(ctx: ToolContext, command: str, timeout: float | int | None = None
         env=env,
         start_new_session=True,  # Ctrl+C reaches the agent, which then ends the whole group
     )
-    capture = _Capture(proc.stdout)
+    capture = _Capture(proc.stdout, OUTPUT_CAP)
     timed_out = False
     try:
         proc.wait(timeout=timeout)
@@ -255,10 +257,7 @@ def tool_bash(ctx: ToolContext, command: str, timeout: float | int | None = None
         raise ToolError(f"{output}\n[timed out after {timeout:g} s; the command was killed]".lstrip("\n"))
     code = proc.returncode
     if code != 0:
-        if code < 0:
-            status = f"[killed by signal {-code}]"
-        else:
-            status = f"[exit code {code}]"
+        status = f"[killed by signal {-code}]" if code < 0 else f"[exit code {code}]"
         raise ToolError(f"{output}\n{status}".lstrip("\n"))
     return f"{output}\n[exit code 0]" if output else "[exit code 0, no output]"
 
@@ -293,7 +292,13 @@ def tool_glob(ctx: ToolContext, pattern: str, path: str = ".") -> str:
 
 # --- rg -------------------------------------------------------------------------------------------
 
-_RG_PREFIX = ["--color=never", "--no-heading", "--line-number", f"--max-columns={LINE_CAP}", "--max-columns-preview"]
+_RG_PREFIX = [
+    "--color=never",
+    "--no-heading",
+    "--line-number",
+    f"--max-columns={LINE_CAP}",
+    "--max-columns-preview",
+]
 
 
 def tool_rg(ctx: ToolContext, args: str) -> str:
@@ -372,7 +377,14 @@ SEARCH_OPTIONS = "-i -S -s -F -w -l -c -n -N --hidden -g GLOB -t TYPE -T TYPE -e
 
 
 def _parse_search_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts: dict[str, Any] = {"flags": set(), "globs": [], "types": [], "not_types": [], "patterns": [], "max": None}
+    opts: dict[str, Any] = {
+        "flags": set(),
+        "globs": [],
+        "types": [],
+        "not_types": [],
+        "patterns": [],
+        "max": None,
+    }
     positional: list[str] = []
 
     def take(letter: str, value: str) -> None:
@@ -504,7 +516,9 @@ def search(ctx: ToolContext, argv: list[str]) -> str:
                         continue
                     full = Path(dirpath) / name
                     rel = os.path.relpath(full, root)
-                    shown = rel if not explicit else (os.path.join(given, rel) if given != "." else f"./{rel}")
+                    shown = (
+                        rel if not explicit else (os.path.join(given, rel) if given != "." else f"./{rel}")
+                    )
                     yield shown, full
 
     for shown, full in files():
@@ -572,9 +586,20 @@ TOOLS: dict[str, Tool] = {
             {
                 "type": "object",
                 "properties": {
-                    "path": {"type": "string", "description": "Path of the file, relative to the working directory"},
-                    "start_line": {"type": "integer", "minimum": 1, "description": "First line to return (1-based)"},
-                    "end_line": {"type": "integer", "minimum": 1, "description": "Last line to return (inclusive)"},
+                    "path": {
+                        "type": "string",
+                        "description": "Path of the file, relative to the working directory",
+                    },
+                    "start_line": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "First line to return (1-based)",
+                    },
+                    "end_line": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Last line to return (inclusive)",
+                    },
                 },
                 "required": ["path"],
             },
@@ -586,7 +611,10 @@ TOOLS: dict[str, Tool] = {
             {
                 "type": "object",
                 "properties": {
-                    "path": {"type": "string", "description": "Directory to list (default: the working directory)"}
+                    "path": {
+                        "type": "string",
+                        "description": "Directory to list (default: the working directory)",
+                    }
                 },
                 "required": [],
             },
@@ -612,8 +640,14 @@ TOOLS: dict[str, Tool] = {
             {
                 "type": "object",
                 "properties": {
-                    "pattern": {"type": "string", "description": "Glob pattern, e.g. '**/*.py' or 'src/*.ts'"},
-                    "path": {"type": "string", "description": "Directory to search from (default: the working directory)"},
+                    "pattern": {
+                        "type": "string",
+                        "description": "Glob pattern, e.g. '**/*.py' or 'src/*.ts'",
+                    },
+                    "path": {
+                        "type": "string",
+                        "description": "Directory to search from (default: the working directory)",
+                    },
                 },
                 "required": ["pattern"],
             },

@@ -264,12 +264,48 @@ def test_unreachable_url(agent):
     assert run.stdout == ""
 
 
-@pytest.mark.skip(
-    reason="the engine double cannot answer a request with a 5xx yet (no knob; when its engine dies the server "
-    "shuts down, which is the unreachable case); the 500 message is covered in tests/unit/test_agent_loop.py"
-)
-def test_server_error(agent, engine):  # pragma: no cover
-    raise AssertionError
+@pytest.fixture(scope="module")
+def failing_engine(tmp_path_factory):
+    """Every generation request answers HTTP 500 (as vLLM does once its engine core has died)."""
+    with running_engine_double(
+        tmp_path_factory.mktemp("failing"), args=TOOL_ARGS, env={"PI_LAB_VLLM_FAIL_REQUESTS": "all"}
+    ) as eng:
+        yield eng
+
+
+@pytest.mark.parametrize("api", ["completions", "responses"])
+def test_server_error(agent, failing_engine, api):
+    run = agent(
+        "--base-url",
+        failing_engine.base_url,
+        "--api",
+        api,
+        "hello",
+        env={"OPENAI_API_KEY": failing_engine.api_key},
+    )
+    assert run.code == 1
+    assert run.stderr == (
+        f"Error: the server at {failing_engine.base_url} failed with HTTP 500: EngineCore encountered an issue. "
+        "See stack trace (above) for the root cause. Check the server's log (pi logs NAME for a pi model) and "
+        "try again.\n"
+    )
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_one_failed_request_is_retried(tmp_path, project, state, monkeypatch):
+    with running_engine_double(
+        tmp_path / "engine", args=TOOL_ARGS, env={"PI_LAB_VLLM_FAIL_REQUESTS": "1"}
+    ) as eng:
+        monkeypatch.chdir(project)
+        result = CliRunner().invoke(
+            agent_command,
+            ["--base-url", eng.base_url, "hello"],
+            env={"PI_CONFIG_DIR": str(state), "OPENAI_API_KEY": eng.api_key},
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.startswith("You asked: hello")
+        assert eng.log_text().count("Error in generation") == 1
 
 
 def test_tool_errors_go_back_to_the_model(agent, engine, state):

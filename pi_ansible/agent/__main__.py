@@ -1,0 +1,3 @@
+from pi_ansible.agent.cli import main
+
+main()
