@@ -1,0 +1,151 @@
+"""Generate `vllm/_serve_flags.py` from the captured `vllm serve --help=all` of vLLM 0.33.0.
+
+The double must accept every flag the real server accepts, with the value shapes the help shows
+(nargs, choices, boolean pairs) and the defaults it prints, so that the "non-default args" log line
+and argparse errors come out as they do for real. The help text is the only source: run
+
+    python pi_ansible/lab/doubles/vllm_double/tools/gen_flags.py \
+        /work/shared/reference/vllm-0.33.0-serve-help-all.txt
+
+after the reference capture changes. The package never reads the capture at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+import pprint
+import re
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "vllm" / "_serve_flags.py"
+
+_OPTION_LINE = re.compile(r"^  (-{1,2}[A-Za-z0-9].*)$")
+_GROUP_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9 ]*):$")
+_OPTION = re.compile(r"^(-{1,2}[A-Za-z0-9][A-Za-z0-9._-]*)(?: (.+))?$")
+
+
+def _literal(text: str):
+    text = text.strip()
+    if text == "":
+        return ""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _value_shape(spec: str | None) -> dict:
+    """What an option's value looks like, from its help metavar."""
+    if spec is None:
+        return {"nargs": 0}
+    if " or " in spec:  # "{a,b} or name registered in --tool-parser-plugin": a metavar, not choices
+        return {"nargs": None, "choices": None}
+    m = re.fullmatch(r"\{([^}]*)\} \[\{[^}]*\} \.\.\.\]", spec)
+    if m:
+        return {"nargs": "+", "choices": m.group(1).split(",")}
+    m = re.fullmatch(r"\{([^}]*)\}", spec)
+    if m:
+        return {"nargs": None, "choices": m.group(1).split(",")}
+    if re.fullmatch(r"\S+ \[\S+ \.\.\.\]", spec):
+        return {"nargs": "+", "choices": None}
+    if re.fullmatch(r"\[[A-Z0-9_]+\]", spec):
+        return {"nargs": "?", "choices": None}
+    return {"nargs": None, "choices": None}
+
+
+def parse_help(text: str) -> list[dict]:
+    lines = text.splitlines()
+    entries: list[dict] = []
+    group = ""
+    current: dict | None = None
+    for line in lines:
+        g = _GROUP_LINE.match(line)
+        if g:
+            group = g.group(1)
+            current = None
+            continue
+        m = _OPTION_LINE.match(line)
+        if m:
+            invocation = re.split(r"\s{2,}", m.group(1), maxsplit=1)
+            desc = invocation[1] if len(invocation) > 1 else ""
+            pieces = re.split(r", (?=-)", invocation[0])
+            options = []
+            for piece in pieces:
+                om = _OPTION.match(piece)
+                if not om:
+                    raise ValueError(f"cannot parse option piece {piece!r} in {line!r}")
+                options.append((om.group(1), om.group(2)))
+            current = {"group": group, "options": options, "desc": [desc]}
+            entries.append(current)
+            continue
+        if current is not None and line.startswith("    "):
+            current["desc"].append(line.strip())
+        elif current is not None and not line.strip():
+            current = None
+    specs = []
+    for e in entries:
+        names = [o[0] for o in e["options"]]
+        if names == ["-h", "--help"]:
+            continue
+        desc = " ".join(d for d in e["desc"] if d)
+        dm = re.search(r"\(default:\s?(.*)\)\s*$", desc)
+        default = _literal(dm.group(1)) if dm else None
+        shape = _value_shape(e["options"][0][1])
+        first = names[0]
+        if shape["nargs"] == 0:
+            # Boolean: the first long name and the short aliases set True, the negations set False.
+            positives = [n for n in names if n == first or not n.startswith("--")]
+            negatives = [n for n in names if n not in positives]
+            dest = first.lstrip("-").replace("-", "_")
+            implicit_no = "--no-" + first[2:]
+            if implicit_no not in negatives and negatives:
+                negatives.append(implicit_no)
+            specs.append(
+                {
+                    "group": e["group"],
+                    "dest": dest,
+                    "options": positives,
+                    "negatives": negatives,
+                    "nargs": 0,
+                    "choices": None,
+                    "default": default if default is None else bool(default),
+                }
+            )
+        else:
+            longs = [n for n in names if n.startswith("--")]
+            dest = longs[0].lstrip("-").replace("-", "_")
+            specs.append(
+                {
+                    "group": e["group"],
+                    "dest": dest,
+                    "options": names,
+                    "negatives": [],
+                    "nargs": shape["nargs"],
+                    "choices": shape["choices"],
+                    "default": default,
+                }
+            )
+    return specs
+
+
+def render(specs: list[dict], help_text: str) -> str:
+    return (
+        '"""Generated by tools/gen_flags.py from vLLM 0.33.0 `vllm serve --help=all`. Do not edit."""\n\n'
+        f"FLAGS = {pprint.pformat(specs, width=120, sort_dicts=False)}\n\n"
+        f"HELP_ALL = {help_text!r}\n"
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: gen_flags.py PATH/TO/vllm-0.33.0-serve-help-all.txt", file=sys.stderr)
+        return 2
+    text = Path(argv[1]).read_text()
+    OUT.write_text(render(parse_help(text), text))
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
