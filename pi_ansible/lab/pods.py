@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,13 +185,14 @@ def _launch(lab: LabLayout, pod: str, merged: Path) -> int:
 
     nspawn wants a host systemd for its scope; without one it boots with --register=no
     --keep-unit once its launching shell sits in a cgroup of its own (test-pods.md, step 4).
+    Without --uuid every pod would boot with the same machine id (nspawn derives one from the host's).
     """
     cg = f"pilab-{pod}"
     script = (
         f"for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{cg} && echo $$ > /sys/fs/cgroup/$h/{cg}/cgroup.procs; done; "
         f"exec systemd-nspawn -q -b -D {merged} --register=no --keep-unit --machine={pod} "
         f"--network-namespace-path=/run/netns/{net.netns_name(pod)} --resolv-conf=off --timezone=off "
-        f"--link-journal=no --console=read-only"
+        f"--link-journal=no --console=read-only --uuid={uuid.uuid4()}"
     )
     with open(lab.pod_dir(pod) / "console.log", "ab") as log:
         proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=log,

@@ -51,9 +51,9 @@ def test_nvidia_smi_prints_the_profile_in_real_formats(lab, name):
     header = csv.splitlines()[0]
     assert header == "index, uuid, name, memory.total [MiB], memory.used [MiB], memory.free [MiB]"
     assert re.search(r", \d+ MiB, \d+ MiB, \d+ MiB$", csv.splitlines()[1])
-    raw = lab.ssh(name, "nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free "
-                        "--format=csv,noheader,nounits").stdout
-    gpus = parse.parse_query_gpu(raw)
+    fields = ["index", "uuid", "name", "memory.total", "memory.used", "memory.free"]
+    raw = lab.ssh(name, f"nvidia-smi --query-gpu={','.join(fields)} --format=csv,noheader,nounits").stdout
+    gpus = parse.parse_query_gpu(raw, fields)
     assert [g["uuid"] for g in gpus] == [g["uuid"] for g in profile["gpus"]]
     assert [g["name"] for g in gpus] == [g["name"] for g in profile["gpus"]]
     assert [g["memory_total_mib"] for g in gpus] == [g["memory_total_mib"] for g in profile["gpus"]]
@@ -105,7 +105,7 @@ with zipfile.ZipFile(io.BytesIO(data)) as z:
 os.chmod("uv", 0o755)
 PY
 ./uv --version
-./uv venv -q --python /usr/bin/python3 {VENV}
+./uv venv -q --clear --python /usr/bin/python3 {VENV}
 VIRTUAL_ENV={VENV} ./uv pip install -q --index-url {URLS['index']} vllm
 """
     started = time.monotonic()
@@ -181,7 +181,7 @@ def test_engine_double_serves_tool_calls_to_the_openai_sdk(lab, pod_venv):
         # The engine's memory shows on the GPU it was given, and only there.
         apps = lab.ssh("h100x2", "nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory "
                                  "--format=csv,noheader,nounits").stdout
-        rows = parse.parse_compute_apps(apps)
+        rows = parse.parse_compute_apps(apps, ["pid", "gpu_uuid", "used_memory"])
         assert {r["gpu_uuid"] for r in rows} == {PROFILES["h100x2"]["gpus"][1]["uuid"]}
         journal = lab.ssh("h100x2", "journalctl -u lab-vllm --no-pager").stdout
         assert "Application startup complete." in journal
@@ -192,10 +192,9 @@ def test_engine_double_serves_tool_calls_to_the_openai_sdk(lab, pod_venv):
 
 
 def test_engine_double_refuses_a_model_too_large_for_its_gpus(lab, pod_venv):
-    # Qwen2.5-Coder-32B in bf16 is ~65 GB of weights: it cannot load on one 80 GB H100 at 0.5 utilisation.
+    # Qwen3-235B-A22B in bf16 is ~470 GB of weights: it cannot load on one 80 GB H100.
     proc = lab.ssh("h100x2", f"HF_ENDPOINT={URLS['hub']} HF_HOME=/tmp/hf VLLM_API_KEY={KEY} CUDA_VISIBLE_DEVICES=0 "
-                             f"timeout 60 {VENV}/bin/vllm serve Qwen/Qwen2.5-Coder-32B-Instruct --port 8002 "
-                             "--gpu-memory-utilization 0.5", check=False)
+                             f"timeout 60 {VENV}/bin/vllm serve Qwen/Qwen3-235B-A22B --port 8002", check=False)
     assert proc.returncode != 0
     assert "Failed to load model - not enough GPU memory" in proc.stdout + proc.stderr
 
