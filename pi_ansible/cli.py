@@ -247,8 +247,215 @@ def ssh_cmd(args) -> None:
     sys.exit(run_streaming(_target(name), command))
 
 
+# --------------------------------------------------------------------------------------------- models
+
+
+def _model_pod(state, name: str | None, pod: str | None) -> str:
+    """--pod, else the pod the local cache says runs NAME, else the active pod."""
+    if pod:
+        state.pod(pod)
+        return pod
+    if name:
+        holders = [p for p, models in state.models.items() if name in models and p in state.pods]
+        if len(holders) == 1:
+            return holders[0]
+    if not state.active:
+        raise click.ClickException("no active pod: pass --pod NAME, or set one with `pi pods active NAME`")
+    return state.active
+
+
+@cli.command("list")
+@click.option("--pod", default=None, help="Only this pod (default: every pod).")
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+def list_cmd(pod, as_json) -> None:
+    """Models on the pods: state, GPUs, memory, restarts, uptime, URL (read from the pods themselves)."""
+    from .model_list import format_uptime, list_models, rows
+
+    results = list_models(pod)
+    errors = [r.error for r in results if r.error]
+    table = rows(results)
+    if as_json:
+        emit_json({"models": table, "errors": errors})
+    elif not table:
+        click.echo("No models running. Start one with `pi start MODEL --name NAME` (`pi start` lists what fits).")
+    else:
+        click.echo(f"{'POD':<10} {'NAME':<14} {'STATE':<9} {'GPUS':<7} {'MEM MiB':>8} {'RESTARTS':>8} "
+                   f"{'UPTIME':>8}  {'MODEL':<36} URL")
+        for r in table:
+            gpus = ",".join(map(str, r["gpus"])) or "-"
+            click.echo(f"{r['pod']:<10} {r['name']:<14} {r['state']:<9} {gpus:<7} {r['gpu_memory_used_mib'] or 0:>8} "
+                       f"{r['restarts']:>8} {format_uptime(r['uptime_s']):>8}  {r['model']:<36} {r['url']}")
+            for line in r.get("last_log", [])[-5:]:
+                click.echo(f"{'':<10} | {line}")
+    for e in errors:
+        click.echo(f"Warning: {e}", err=True)
+
+
+@cli.command("logs")
+@click.argument("name")
+@click.option("--pod", default=None)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl+C ends only this).")
+@click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(1, 100000))
+def logs(name, pod, follow, lines) -> None:
+    """The engine's own log lines for a model (from the pod's journal)."""
+    import subprocess
+
+    from .sshargs import validate_name
+
+    validate_name(name, "model")
+    state = _store().load()
+    target = state.target(_model_pod(state, name, pod))
+    cmd = f"journalctl -u pi-model-{name}.service -o cat --no-pager -n {lines}" + (" -f" if follow else "")
+    if not follow:
+        cmd = f"test -e /etc/pi-ansible/models/{name}.json || journalctl -u pi-model-{name}.service -q -n 1 " \
+              f"| grep -q . || {{ echo 'no model named {name} on this pod (see pi list)' >&2; exit 3; }}; " + cmd
+    try:
+        rc = subprocess.run(target.argv(cmd)).returncode
+    except KeyboardInterrupt:
+        rc = 0  # Ctrl+C ends the follow, not an error
+    if rc == 3:
+        raise click.ClickException(f"no model named {name!r} on that pod; see `pi list`")
+    sys.exit(0 if follow else rc)
+
+
+@cli.command("stop")
+@click.argument("name", required=False)
+@click.option("--pod", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def stop(name, pod, as_json) -> None:
+    """Stop a model (every model on the pod when no NAME) and free its GPUs."""
+    from .model_ops import stop_models
+    from .progress import printer
+    from .sshargs import validate_name
+
+    if name:
+        validate_name(name, "model")
+    state = _store().load()
+    pod_name = _model_pod(state, name, pod)
+    stopped = stop_models(pod_name, [name] if name else [], on_event=printer())
+    if as_json:
+        emit_json({"pod": pod_name, "stopped": stopped})
+    else:
+        click.echo(f"Stopped {', '.join(stopped) or 'nothing (no models were running)'} on {pod_name}.")
+
+
+@cli.command("start")
+@click.argument("model", required=False)
+@click.option("--name", default=None, help="Name of the endpoint (a DNS label); also its model id.")
+@click.option("--memory", default=None, help="Share of each GPU's memory, e.g. 90% (vLLM's --gpu-memory-utilization).")
+@click.option("--context", default=None, help="Context length: 4k, 8k, 16k, 32k, 64k, 128k or a number of tokens.")
+@click.option("--gpus", type=int, default=None, help="How many GPUs (a catalog config for that count must exist).")
+@click.option("--pod", default=None, help="The pod (default: the active pod).")
+@click.option("--no-verify", is_flag=True, help="Skip the tool-call check after /health.")
+@click.option("--show-key", is_flag=True, help="Print the API key in the export lines.")
+@click.option("--vllm-args-json", hidden=True, default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress goes to stderr).")
+def start(model, name, memory, context, gpus, pod, no_verify, show_key, vllm_args_json, as_json) -> None:
+    """Start MODEL as an OpenAI-compatible endpoint: pi start MODEL --name NAME [...] [--vllm ARGS...].
+
+    With no MODEL, lists the catalog models that fit the pod and how.
+    """
+    import os
+
+    state = _store().load()
+    pod_name = _model_pod(state, None, pod)
+    if not model:
+        _print_fit_table(state, pod_name, as_json)
+        return
+    if not name:
+        raise click.ClickException("--name is required: pi start MODEL --name NAME (a DNS label, e.g. qwen)")
+    from .model_ops import start_model, validate_request
+    from .progress import printer
+
+    vllm_args = json.loads(vllm_args_json) if vllm_args_json is not None else None
+    request = validate_request(model, name, memory, context, gpus, vllm_args)
+    _log(f"Starting {model} as {name} on pod {pod_name}")
+    out = start_model(pod_name, request, verify=not no_verify, on_event=printer(),
+                      on_log=lambda line: click.echo(f"  | {line}", err=True))
+    if as_json:
+        emit_json(out)
+        return
+    for w in out["warnings"]:
+        click.echo(f"Warning: {w}", err=True)
+    key = os.environ.get("PI_API_KEY", "") if show_key else "$PI_API_KEY"
+    click.echo(f"Model {name} ({model}) is running on {pod_name}: GPU(s) {','.join(map(str, out['gpus']))}, "
+               f"port {out['port']}, context {out['max_model_len']:,}, memory {out['memory_fraction']:.0%}.")
+    click.echo(f"  Base URL: {out['base_url']}\n  Model id: {out['served_name']}")
+    click.echo(f"  export OPENAI_BASE_URL={out['base_url']}\n  export OPENAI_API_KEY={key if show_key else chr(34) + key + chr(34)}"
+               f"\n  export OPENAI_MODEL={out['served_name']}")
+    click.echo(f"Talk to it: pi agent {name} \"Hello\"   Logs: pi logs {name}   Stop: pi stop {name}")
+
+
+def _print_fit_table(state, pod_name: str, as_json: bool) -> None:
+    from .catalog import load_catalog
+    from .planning.gpu_state import gpus_from_facts
+    from .planning.plan import catalog_fit_table
+
+    pod = state.pod(pod_name)
+    gpus = gpus_from_facts({"gpus": pod["gpus"]})
+    table = catalog_fit_table(load_catalog(), gpus)
+    if as_json:
+        emit_json({"pod": pod_name, "models": table})
+        return
+    click.echo(f"Catalog models on {pod_name} ({len(gpus)}x {pod['gpus'][0]['name'] if gpus else '?'}), if its GPUs are idle:")
+    for row in table:
+        mark = "fits" if row["fits"] else "no"
+        detail = f"{row['gpu_count']} GPU(s), up to {row['max_context']:,} tokens" if row["fits"] else row["why"]
+        click.echo(f"  {mark:<5} {row['id']:<44} {detail}")
+    click.echo("Start one with: pi start MODEL --name NAME")
+
+
+@cli.command("agent", context_settings={"ignore_unknown_options": False})
+@click.argument("name")
+@click.argument("messages", nargs=-1)
+@click.option("--pod", default=None)
+@click.option("-i", "--interactive", is_flag=True)
+@click.option("-c", "--continue", "continue_", is_flag=True, help="Continue the last session of this directory.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--api", type=click.Choice(["completions", "responses"]), default=None,
+              help="Default: what the model's catalog entry says (responses for gpt-oss).")
+@click.option("--system-prompt", default=None)
+def agent(name, messages, pod, interactive, continue_, as_json, api, system_prompt) -> None:
+    """Talk to a running model with an agent that can read, list, search and run commands here."""
+    import os
+
+    from .agent import run_agent
+    from .agent.client import AgentError
+    from .agent.prompts import code_navigation_prompt
+    from .model_list import list_models
+
+    state = _store().load()
+    pod_name = _model_pod(state, name, pod)
+    manifest = state.models.get(pod_name, {}).get(name)
+    if manifest is None:  # the local cache is only a cache: ask the pod
+        found = [r for r in list_models(pod_name) if name in r.models]
+        if not found:
+            raise click.ClickException(f"no model named {name!r} on pod {pod_name}; see `pi list`")
+        manifest = found[0].models[name]["manifest"]
+    key = os.environ.get("PI_API_KEY")
+    if not key:
+        raise click.ClickException("PI_API_KEY is not set: export the key your endpoints use (PI_API_KEY=...)")
+    base_url = f"http://{state.target(pod_name).host}:{manifest['port']}/v1"
+    try:
+        rc = run_agent(base_url=base_url, api_key=key, model=manifest.get("served_name", name),
+                       api=api or manifest.get("api", "completions"), messages=list(messages), json_output=as_json,
+                       interactive=interactive or not messages, continue_=continue_,
+                       system_prompt=system_prompt or code_navigation_prompt(os.getcwd()))
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(rc)
+
+
+def split_vllm_args(argv: list[str]) -> list[str]:
+    """`pi start … --vllm ARGS…`: everything after --vllm is vLLM's, passed through untouched (as in pi)."""
+    if argv[:1] == ["start"] and "--vllm" in argv:
+        i = argv.index("--vllm")
+        return [*argv[:i], "--vllm-args-json", json.dumps(argv[i + 1:])]
+    return argv
+
+
 def main() -> None:
-    cli(prog_name="pi")
+    cli(args=split_vllm_args(sys.argv[1:]), prog_name="pi")
 
 
 if __name__ == "__main__":

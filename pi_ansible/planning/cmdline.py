@@ -102,7 +102,7 @@ def passthrough_settings(args: list[str]) -> dict:
             "kv_cache_dtype": vllm_args.flag_value(args, "--kv-cache-dtype")}
 
 
-def _check_tokens(tokens: list[str], what: str) -> None:
+def check_tokens(tokens: list[str], what: str) -> None:
     for t in tokens:
         if not isinstance(t, str) or _CONTROL.search(t):
             raise PiError(f"{what} has a value with a control character or newline ({t!r}); remove it")
@@ -159,7 +159,7 @@ def engine_command(entry, config, *, served_name: str, port: int, memory_fractio
     warnings: list[str] = []
     if vllm_passthrough is not None:
         extra = list(vllm_passthrough)
-        _check_tokens(extra, "--vllm")
+        check_tokens(extra, "--vllm")
         managed = vllm_args.managed_flags_in(extra)
         if managed:
             key_hint = (" The API key goes in the env file as VLLM_API_KEY, never on the command line."
@@ -175,7 +175,7 @@ def engine_command(entry, config, *, served_name: str, port: int, memory_fractio
         args = extra
     else:
         args = _with_parsers(entry, list(config.args))
-        _check_tokens(args, f"the catalog config of {entry.id}")
+        check_tokens(args, f"the catalog config of {entry.id}")
         if memory_fraction is not None:
             if not 0 < memory_fraction <= 1:
                 raise PiError(f"memory fraction {memory_fraction!r} must be in (0, 1]")
@@ -203,7 +203,7 @@ def engine_command(entry, config, *, served_name: str, port: int, memory_fractio
 def systemd_exec(argv: list[str]) -> str:
     """argv as an ExecStart= line: each word double-quoted, with systemd's `%` specifiers and `$`
     expansion escaped, so a flag value can never turn into something else in the unit."""
-    _check_tokens(argv, "the command line")
+    check_tokens(argv, "the command line")
     words = []
     for a in argv:
         a = a.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ except ImportError:  # a checkout used without `pip install`: the package sits b
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pi_ansible.errors import PiError
-from pi_ansible.planning import engine_wheels, mounts
+from pi_ansible.planning import engine_failures, engine_wheels, mounts, start_request, tool_calls
 
 
 def _call(fn, *args, **kwargs):
@@ -48,6 +49,42 @@ def pi_models_path(mount_command: str, option: str | None) -> str:
     return _call(mounts.models_path, plan, option or None)
 
 
+_SYSTEMD_SAFE = re.compile(r"^[A-Za-z0-9_./:=,+@-]+$")
+
+
+def pi_systemd_args(args: list) -> str:
+    """Arguments quoted for a systemd ExecStart= line (its own rules: % and $ are specifiers there)."""
+    out = []
+    for a in map(str, args):
+        a = a.replace("%", "%%").replace("$", "$$")
+        out.append(a if _SYSTEMD_SAFE.match(a) else '"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return " ".join(out)
+
+
+def pi_download_failure(stderr: str, model: str) -> str:
+    return engine_failures.describe(stderr, f"downloading {model} failed")
+
+
+def pi_tool_call_verdict(response: dict, args: list) -> str:
+    return tool_calls.verdict(response or {}, list(args or []))
+
+
+def pi_model_plan(request: dict, pi_gpus: dict, pi_models: dict, venv: str, pod: str = "the pod",
+                  config: dict | None = None, index: dict | None = None) -> dict:
+    """The model_service role's variables for a start request (planning.start_request)."""
+    return _call(start_request.model_service_vars, dict(request), pi_gpus, pi_models, venv=venv, pod=pod,
+                 config=config or None, index=index or None)
+
+
+def pi_catalog_has(model: str) -> bool:
+    from pi_ansible.catalog import load_catalog
+
+    return _call(load_catalog).get(model) is not None
+
+
 class FilterModule:
     def filters(self):
-        return {"pi_engine_build": pi_engine_build, "pi_mount_plan": pi_mount_plan, "pi_models_path": pi_models_path}
+        return {"pi_engine_build": pi_engine_build, "pi_mount_plan": pi_mount_plan, "pi_models_path": pi_models_path,
+                "pi_systemd_args": pi_systemd_args, "pi_download_failure": pi_download_failure,
+                "pi_tool_call_verdict": pi_tool_call_verdict, "pi_model_plan": pi_model_plan,
+                "pi_catalog_has": pi_catalog_has}

@@ -129,6 +129,14 @@ class Server(ThreadingHTTPServer):
     def server_bind(self):  # already bound by the launcher, before the model loads
         pass
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up (a health probe, a cancelled stream) is routine for uvicorn: no traceback.
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

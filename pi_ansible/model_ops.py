@@ -1,0 +1,138 @@
+"""Model lifecycle operations that change a pod: start and stop, each one playbook run."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+
+from .errors import PiError
+from .sshargs import validate_name
+from .state import StateStore
+
+
+def _inventory(pod: str, target) -> dict:
+    return {"all": {"hosts": {pod: {**target.ansible_vars(), "ansible_python_interpreter": "auto_silent"}}}}
+
+
+def stop_models(pod: str, names: list[str], *, on_event: Callable | None = None,
+                store: StateStore | None = None) -> list[str]:
+    """Stop NAMES (all models when empty) on POD; returns the names stopped. Local cache follows the pod."""
+    from .runner import run_playbook
+
+    store = store or StateStore()
+    target = store.load().target(pod)
+    result = run_playbook("model_stop.yml", inventory=_inventory(pod, target),
+                          extravars={"model_stop_names": names}, on_event=on_event, label=pod,
+                          what=f"stopping {', '.join(names) or 'all models'} on pod {pod}")
+    before = result.facts.get(pod, {}).get("pi_models", {}).get("models", {})
+    stopped = names or sorted(before)
+    with store.transaction() as state:
+        cache = state.models.get(pod, {})
+        for n in stopped:
+            cache.pop(n, None)
+        if pod in state.models and not cache:
+            del state.models[pod]
+    return stopped
+
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def validate_request(model: str, name: str, memory, context, gpus, vllm_args) -> dict:
+    """Every local check of `pi start`'s input (nothing touches a pod before they pass)."""
+    from .planning.cmdline import check_tokens, parse_context, parse_memory
+
+    validate_name(name, "model")
+    if not _MODEL_ID.match(model or "") or ".." in model:
+        raise PiError(f"{model!r} is not a Hugging Face model id; use the form ORG/NAME, e.g. Qwen/Qwen3-8B "
+                      "(`pi start` with no model lists the catalog)")
+    if memory is not None:
+        parse_memory(memory)
+    if context is not None:
+        parse_context(context)
+    if gpus is not None and not 1 <= gpus <= 64:
+        raise PiError(f"--gpus {gpus} is out of range: give 1 to 64")
+    if vllm_args is not None:
+        check_tokens(list(vllm_args), "--vllm")
+    return {"model": model, "name": name, "memory": memory, "context": context, "gpus": gpus,
+            "vllm_args": list(vllm_args) if vllm_args is not None else None}
+
+
+class JournalFollower:
+    """Streams a model's journal over SSH while the playbook waits for /health (bounded by the run)."""
+
+    def __init__(self, target, unit: str, on_line: Callable[[str], None]):
+        self.target, self.unit, self.on_line = target, unit, on_line
+        self.proc: subprocess.Popen | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.proc is not None:
+            return
+        argv = self.target.argv(f"journalctl -u {self.unit} -f -n 0 -o cat --no-pager")
+        argv[1:1] = ["-o", "BatchMode=yes"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     stdin=subprocess.DEVNULL)
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.on_line(line.rstrip("\n"))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            if self.thread:
+                self.thread.join(timeout=5)
+
+
+def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Callable | None = None,
+                on_log: Callable[[str], None] | None = None, store: StateStore | None = None,
+                env=None) -> dict:
+    """One run of playbooks/model_start.yml; returns the plan and the endpoint. Local cache follows the pod."""
+    from .pod_setup import read_secrets
+    from .runner import run_playbook
+
+    store = store or StateStore()
+    target = store.load().target(pod)
+    secrets = read_secrets(env)
+    follower = JournalFollower(target, f"pi-model-{request['name']}.service", on_log) if on_log else None
+
+    def events(ev) -> None:
+        if follower and ev.host and ("Restart the model" in ev.task or "Enable and start" in ev.task):
+            follower.start()
+        if on_event:
+            on_event(ev)
+
+    who = f"pi start ({getpass.getuser()}@{socket.gethostname()})"
+    try:
+        result = run_playbook(
+            "model_start.yml", inventory=_inventory(pod, target),
+            extravars={"model_start": {**request, "verify": verify, "started_by": who}},
+            secret_vars={"model_service_api_key": secrets["PI_API_KEY"],
+                         "model_service_hf_token": secrets["HF_TOKEN"]},
+            on_event=events, label=f"{pod}-{request['name']}",
+            what=f"starting {request['model']} as {request['name']} on pod {pod}")
+    finally:
+        if follower:
+            follower.stop()
+    plan = result.facts.get(pod, {}).get("model_start_plan", {})
+    manifest = {"name": request["name"], "model": request["model"], "port": plan.get("model_service_port"),
+                "gpus": plan.get("model_service_gpus"), "served_name": plan.get("model_service_served_name"),
+                **plan.get("model_service_manifest_extra", {})}
+    with store.transaction() as state:
+        state.models.setdefault(pod, {})[request["name"]] = manifest
+    return {"pod": pod, "name": request["name"], "model": request["model"], "port": manifest["port"],
+            "gpus": manifest["gpus"], "base_url": f"http://{target.host}:{manifest['port']}/v1",
+            "served_name": manifest["served_name"], "api": manifest.get("api", "completions"),
+            "memory_fraction": manifest.get("memory_fraction"), "max_model_len": manifest.get("max_model_len"),
+            "warnings": plan.get("warnings", []), "changed": result.changed()}

@@ -1,0 +1,178 @@
+"""What runs on a pod, read on the pod itself in one go: model manifests, their systemd units, /health,
+GPU memory per model, listening ports.
+
+Stdlib only, and runs on the pod's python3: the `pi_models_facts` module imports it (as module_utils),
+and `pi list` sends this file over one SSH call (no Ansible start-up on the read-only path).
+Decisions that need no I/O (the state of a model) are pure functions at the top.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+ETC = "/etc/pi-ansible"
+MODELS_DIR = ETC + "/models"
+UNIT_PREFIX = "pi-model-"
+SHOW_PROPS = ("Id", "LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
+              "ActiveEnterTimestampMonotonic", "UnitFileState")
+
+
+def unit_name(model_name: str) -> str:
+    return f"{UNIT_PREFIX}{model_name}.service"
+
+
+def parse_show(text: str) -> dict[str, dict[str, str]]:
+    """`systemctl show A B -p …` output (blocks split by blank lines) -> {unit id: {prop: value}}."""
+    units: dict[str, dict[str, str]] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("Id"):
+            units[props["Id"]] = props
+    return units
+
+
+def model_state(unit: dict[str, str] | None, healthy: bool) -> str:
+    """starting | running | crashed | stopped, from systemd's view of the unit and /health."""
+    if not unit or unit.get("LoadState") in (None, "not-found"):
+        return "stopped"
+    active, sub, result = unit.get("ActiveState"), unit.get("SubState"), unit.get("Result")
+    if active == "active" and sub == "running":
+        return "running" if healthy else "starting"
+    if active == "activating" and sub == "auto-restart":
+        return "crashed"  # died, systemd will try again
+    if active == "activating":
+        return "starting"
+    if active == "failed" or result not in (None, "", "success"):
+        return "crashed"
+    return "stopped"
+
+
+def parse_listening_ports(tables: list[str]) -> list[int]:
+    """Ports in LISTEN state (0A) from /proc/net/tcp and tcp6 contents."""
+    ports = set()
+    for text in tables:
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) > 3 and parts[3] == "0A":
+                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+# ------------------------------------------------------------------------------------------ I/O (on the pod)
+
+
+def _run(argv: list[str], timeout: float = 10) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": ""}).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.5) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _descendants(pid: int) -> set[int]:
+    """pid and every process under it (vLLM's EngineCore and workers are children of the API server)."""
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+        except (OSError, IndexError, ValueError):
+            continue
+    seen, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo.extend(children.get(p, []))
+    return seen
+
+
+def _gpu_processes() -> list[dict]:
+    out = _run(["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"])
+    procs = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            procs.append({"pid": int(parts[0]), "gpu_uuid": parts[1],
+                          "used_memory_mib": int(parts[2]) if parts[2].isdigit() else None})
+    return procs
+
+
+def _read_manifests() -> dict[str, dict]:
+    manifests = {}
+    for path in sorted(glob.glob(MODELS_DIR + "/*.json")):
+        try:
+            with open(path) as fh:
+                m = json.load(fh)
+            manifests[m["name"]] = m
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a half-written manifest is not a model (the role writes them atomically)
+    return manifests
+
+
+def _uptime_s(unit: dict[str, str]) -> float | None:
+    try:
+        since = int(unit.get("ActiveEnterTimestampMonotonic") or 0)
+    except ValueError:
+        return None
+    if not since or unit.get("ActiveState") != "active":
+        return None
+    return round(time.clock_gettime(time.CLOCK_MONOTONIC) - since / 1e6, 1)
+
+
+def collect(log_lines: int = 8) -> dict:
+    """Everything `pi list` and the placement need from this pod."""
+    manifests = _read_manifests()
+    units = parse_show(_run(["systemctl", "show", *[unit_name(n) for n in manifests],
+                             "-p", ",".join(SHOW_PROPS)])) if manifests else {}
+    gpu_procs = _gpu_processes()
+    models = {}
+    for name, manifest in manifests.items():
+        unit = units.get(unit_name(name))
+        healthy = bool(unit) and unit.get("ActiveState") == "active" and _healthy(int(manifest.get("port", 0)))
+        state = model_state(unit, healthy)
+        main_pid = int((unit or {}).get("MainPID") or 0)
+        pids = _descendants(main_pid) if main_pid else set()
+        used = [p for p in gpu_procs if p["pid"] in pids]
+        status = {
+            "state": state,
+            "healthy": healthy,
+            "active_state": (unit or {}).get("ActiveState"),
+            "sub_state": (unit or {}).get("SubState"),
+            "restarts": int((unit or {}).get("NRestarts") or 0),
+            "pid": main_pid or None,
+            "uptime_s": _uptime_s(unit or {}),
+            "gpu_memory_used_mib": sum(p["used_memory_mib"] or 0 for p in used),
+            "enabled": (unit or {}).get("UnitFileState") == "enabled",
+        }
+        if state == "crashed":
+            status["last_log"] = _run(["journalctl", "-u", unit_name(name), "-n", str(log_lines), "-o", "cat",
+                                       "--no-pager"]).splitlines()
+        models[name] = {"manifest": manifest, "status": status}
+    tables = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                tables.append(fh.read())
+        except OSError:
+            pass
+    return {"models": models, "listening_ports": parse_listening_ports(tables), "gpu_processes": gpu_procs}
+
+
+if __name__ == "__main__":
+    json.dump(collect(), sys.stdout)

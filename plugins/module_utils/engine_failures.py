@@ -1,0 +1,1 @@
+../../pi_ansible/planning/engine_failures.py

@@ -1,0 +1,1 @@
+../../pi_ansible/pod_status.py
