@@ -87,6 +87,20 @@ def lab_down(as_json) -> None:
         click.echo(f"Lab down ({len(removed)} pod(s) removed).")
 
 
+@lab.command("restart")
+@click.argument("name")
+def lab_restart(name) -> None:
+    """Reboot one lab pod's container (same files, same address), as a pod reboot would."""
+    import time
+
+    from .lab.layout import LabLayout
+    from .lab.pods import restart
+
+    started = time.monotonic()
+    pod = restart(LabLayout.default(), name, log=_log)
+    click.echo(f"Pod {pod.name} rebooted in {time.monotonic() - started:.1f} s.")
+
+
 @lab.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def lab_status(as_json) -> None:

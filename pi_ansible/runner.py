@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -76,7 +77,10 @@ def _message(res: dict) -> str:
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     if isinstance(msg, list):
         msg = " ".join(map(str, msg))
-    return str(msg).strip()
+    msg = str(msg).strip()
+    # A planning refusal raised in a filter arrives wrapped in Ansible's templating context: keep ours.
+    inner = re.search(r"The filter plugin '[^']+' failed: (.*)", msg, re.DOTALL)
+    return inner.group(1).strip() if inner else msg
 
 
 def read_fact_cache(cache_dir: Path, host: str) -> dict:

@@ -319,6 +319,23 @@ def up(lab: LabLayout, profiles: list[str], log=print) -> list[Pod]:
         return [pods[n] for n in profiles]
 
 
+def restart(lab: LabLayout, name: str, log=print) -> Pod:
+    """Power a pod's container off and boot it again with the same files and address (a pod reboot)."""
+    require_root()
+    with _locked(lab):
+        pods = _read_state(lab)
+        if name not in pods:
+            raise LabError(f"no lab pod named {name!r}; running: {', '.join(pods) or 'none'}")
+        pod = pods[name]
+        _stop_container(pod)
+        _kill_cgroup(f"pilab-{name}")
+        log(f"Rebooting pod {name}")
+        pod.pid = _launch(lab, name, lab.pod_dir(name) / "merged")
+        _write_state(lab, pods)
+        _wait_ssh(lab, [pod])
+        return pod
+
+
 # ---------------------------------------------------------------------------------------------- down
 
 
@@ -345,7 +362,7 @@ def _kill_cgroup(cg: str) -> None:
                         os.kill(int(pid), signal.SIGKILL)
 
 
-def _teardown_pod(lab: LabLayout, pod: Pod) -> None:
+def _stop_container(pod: Pod) -> None:
     if _alive(pod.pid):
         os.kill(pod.pid, signal.SIGTERM)  # nspawn powers the container off cleanly
         deadline = time.monotonic() + 15
@@ -353,6 +370,10 @@ def _teardown_pod(lab: LabLayout, pod: Pod) -> None:
             time.sleep(0.1)
         if _alive(pod.pid):
             os.kill(pod.pid, signal.SIGKILL)
+
+
+def _teardown_pod(lab: LabLayout, pod: Pod) -> None:
+    _stop_container(pod)
     cg = f"pilab-{pod.name}"
     _kill_cgroup(cg)
     time.sleep(0.1)

@@ -10,7 +10,7 @@ import re
 
 # (kind, regex over the log, advice). First match wins: specific causes before generic ones.
 _RULES: tuple[tuple[str, str, str], ...] = (
-    ("gated", r"GatedRepoError|Access to model \S+ is restricted|Cannot access gated repo",
+    ("gated", r"GatedRepoError|Access to model \S+ is restricted|Cannot access gated repo|requires approval",
      "the model is gated: request access on its Hugging Face page, then check that HF_TOKEN belongs to the "
      "account that has access (run `pi pods setup` again after changing HF_TOKEN)"),
     ("not_found", r"RepositoryNotFoundError|Repository Not Found|does not appear to have a file named config\.json",
