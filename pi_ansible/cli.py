@@ -101,6 +101,25 @@ def lab_restart(name) -> None:
     click.echo(f"Pod {pod.name} rebooted in {time.monotonic() - started:.1f} s.")
 
 
+@lab.command("env")
+@click.argument("pod", required=False)
+def lab_env(pod) -> None:
+    """Print the exports that point pi at the lab's package index and hub double (and POD's ssh string)."""
+    import shlex
+
+    from .lab.layout import LabLayout
+    from .lab.pods import status
+    from .lab.servicectl import lab_service_urls
+
+    urls = lab_service_urls()
+    click.echo(f"export PI_INDEX_URL={urls['index']}\nexport HF_ENDPOINT={urls['hub']}")
+    if pod:
+        found = [p for p in status(LabLayout.default())["pods"] if p["name"] == pod]
+        if not found:
+            raise click.ClickException(f"no lab pod named {pod!r}; see `pi lab status`")
+        click.echo(f"export PI_LAB_SSH={shlex.quote(found[0]['ssh'])}")
+
+
 @lab.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def lab_status(as_json) -> None:
