@@ -157,6 +157,9 @@ def _mount_overlay(lab: LabLayout, rootfs: Path, pod: str) -> Path:
 def _personalise(lab: LabLayout, merged: Path, pod: str, profile: str) -> str:
     """Write what makes this pod itself: hostname, keys, GPU profile and the GPU double."""
     (merged / "etc/hostname").write_text(pod + "\n")
+    # systemd would derive the same id for every pod on this VM; a pod is a machine of its own.
+    if not (merged / "etc/machine-id").read_text().strip():
+        (merged / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
     (merged / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {pod}\n")
     ssh_dir = merged / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -185,14 +188,13 @@ def _launch(lab: LabLayout, pod: str, merged: Path) -> int:
 
     nspawn wants a host systemd for its scope; without one it boots with --register=no
     --keep-unit once its launching shell sits in a cgroup of its own (test-pods.md, step 4).
-    Without --uuid every pod would boot with the same machine id (nspawn derives one from the host's).
     """
     cg = f"pilab-{pod}"
     script = (
         f"for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/{cg} && echo $$ > /sys/fs/cgroup/$h/{cg}/cgroup.procs; done; "
         f"exec systemd-nspawn -q -b -D {merged} --register=no --keep-unit --machine={pod} "
         f"--network-namespace-path=/run/netns/{net.netns_name(pod)} --resolv-conf=off --timezone=off "
-        f"--link-journal=no --console=read-only --uuid={uuid.uuid4()}"
+        f"--link-journal=no --console=read-only"
     )
     with open(lab.pod_dir(pod) / "console.log", "ab") as log:
         proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=log,

@@ -123,7 +123,7 @@ def test_uv_installs_the_engine_double_from_the_lab_index(lab, pod_venv):
 
 def test_hf_download_fetches_a_real_config_through_the_hub_double(lab, pod_venv):
     out = lab.ssh("h100x2", f"HF_ENDPOINT={URLS['hub']} HF_HOME=/tmp/hf {VENV}/bin/hf download "
-                            "Qwen/Qwen3-0.6B config.json").stdout.strip().splitlines()[-1]
+                            "Qwen/Qwen3-0.6B config.json --quiet").stdout.strip().splitlines()[-1]
     config = json.loads(lab.ssh("h100x2", f"cat {out}").stdout)
     local = json.loads((Path(__file__).parents[2] / "pi_ansible/lab/hub_models/Qwen/Qwen3-0.6B/config.json").read_text())
     assert config == local
@@ -200,7 +200,8 @@ def test_engine_double_refuses_a_model_too_large_for_its_gpus(lab, pod_venv):
 
 
 def test_lab_up_twice_is_a_no_op_and_down_leaves_nothing(lab):
-    before = {p["name"]: p["init_pid"] for p in lab.status["pods"]}
+    now = json.loads(run_pi("lab", "status", "--json").stdout)  # other tests may have rebooted a pod
+    before = {p["name"]: p["init_pid"] for p in now["pods"]}
     started = time.monotonic()
     again = json.loads(run_pi("lab", "up", "--json", *[a for p in LAB_PROFILES for a in ("--profile", p)]).stdout)
     assert time.monotonic() - started < 10
