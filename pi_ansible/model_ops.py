@@ -62,18 +62,19 @@ def validate_request(model: str, name: str, memory, context, gpus, vllm_args) ->
             "vllm_args": list(vllm_args) if vllm_args is not None else None}
 
 
-class JournalFollower:
-    """Streams a model's journal over SSH while the playbook waits for /health (bounded by the run)."""
+class RemoteFollower:
+    """Streams a command's output from the pod over SSH while a playbook task runs (stopped with the run):
+    the engine's journal while /health is awaited, the Hub client's progress while weights download."""
 
-    def __init__(self, target, unit: str, on_line: Callable[[str], None]):
-        self.target, self.unit, self.on_line = target, unit, on_line
+    def __init__(self, target, command: str, on_line: Callable[[str], None]):
+        self.target, self.command, self.on_line = target, command, on_line
         self.proc: subprocess.Popen | None = None
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         if self.proc is not None:
             return
-        argv = self.target.argv(f"journalctl -u {self.unit} -f -n 0 -o cat --no-pager")
+        argv = self.target.argv(self.command)
         argv[1:1] = ["-o", "BatchMode=yes"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      stdin=subprocess.DEVNULL)
@@ -81,11 +82,16 @@ class JournalFollower:
         self.thread.start()
 
     def _pump(self) -> None:
+        last = ""
         for line in self.proc.stdout:
-            self.on_line(line.rstrip("\n"))
+            # progress bars redraw with \r: show the newest state of each line, once
+            text = line.rstrip("\n").split("\r")[-1].strip()
+            if text and text != last:
+                self.on_line(text)
+                last = text
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)
@@ -105,11 +111,20 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     store = store or StateStore()
     target = store.load().target(pod)
     secrets = read_secrets(env)
-    follower = JournalFollower(target, f"pi-model-{request['name']}.service", on_log) if on_log else None
+    name = request["name"]
+    followers = {
+        "Download the model weights": RemoteFollower(
+            target, f"tail -F -n +1 /run/pi-ansible/download-{name}.log 2>/dev/null", on_log),
+        "Mark where the model's new log lines start": RemoteFollower(
+            target, f"journalctl -u pi-model-{name}.service -f -n 0 -o cat --no-pager", on_log),
+    } if on_log else {}
 
     def events(ev) -> None:
-        if follower and ev.host and ("Restart the model" in ev.task or "Enable and start" in ev.task):
-            follower.start()
+        for task, follower in followers.items():
+            if ev.host is None and ev.status == "started" and ev.task.startswith(task):
+                follower.start()
+            if ev.host and ev.task.startswith("Wait for the download") and task.startswith("Download"):
+                follower.stop()  # the download is over: its log has nothing more to say
         if on_event:
             on_event(ev)
 
@@ -123,7 +138,7 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
             on_event=events, label=f"{pod}-{request['name']}",
             what=f"starting {request['model']} as {request['name']} on pod {pod}")
     finally:
-        if follower:
+        for follower in followers.values():
             follower.stop()
     plan = result.facts.get(pod, {}).get("model_start_plan", {})
     manifest = {"name": request["name"], "model": request["model"], "port": plan.get("model_service_port"),

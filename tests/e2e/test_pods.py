@@ -208,3 +208,19 @@ def test_pi_ssh_streams_and_passes_the_exit_code(lab, pi_env):
     assert proc.returncode == 7 and proc.stdout == "out\n" and "err" in proc.stderr
     run_pi("pods", "remove", "h100", env=pi_env)
     assert json.loads(run_pi("pods", "--json", env=pi_env).stdout)["pods"] == []
+
+
+def test_pi_shell_opens_an_interactive_session(lab, pi_env):
+    import pexpect
+
+    setup(lab, "h100", "h100x2", pi_env)
+    child = pexpect.spawn(PI, ["shell", "h100"], env={**os.environ, **pi_env}, encoding="utf-8", timeout=30)
+    try:
+        child.sendline("echo shell-$((6*7)); hostname")
+        child.expect("shell-42")
+        child.expect("h100x2")
+        child.sendline("exit 0")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
