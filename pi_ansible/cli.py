@@ -52,7 +52,8 @@ def _log(msg: str) -> None:
 
 @lab.command("up")
 @click.option("--pods", "count", type=int, default=None, help="How many pods (profiles in default order). Default 3.")
-@click.option("--profile", "profiles", multiple=True, help="Bring up the pod for this GPU profile (repeatable).")
+@click.option("--profile", "profiles", multiple=True,
+              help="A pod for this GPU profile, PROFILE or NAME=PROFILE (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the pods as JSON.")
 def lab_up(count, profiles, as_json) -> None:
     """Bring up lab pods; pods already running are kept (running it twice changes nothing)."""

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -268,21 +269,30 @@ def _wait_ssh(lab: LabLayout, pods: list[Pod]) -> None:
                        f"see {lab.root}/pods/<pod>/console.log")
 
 
-def pick_profiles(count: int | None, profiles: list[str] | None) -> list[str]:
-    """The profiles to bring up: explicit names, else the first COUNT of the default order."""
+_POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$")
+
+
+def pick_profiles(count: int | None, profiles: list[str] | None) -> list[tuple[str, str]]:
+    """(pod name, GPU profile) pairs: `PROFILE` (a pod named after it) or `NAME=PROFILE` (more pods of one
+    profile), else the first COUNT profiles of the default order."""
     if profiles:
-        unknown = [p for p in profiles if p not in PROFILES]
-        if unknown:
-            raise LabError(f"unknown GPU profile(s) {', '.join(unknown)}; known: {', '.join(PROFILES)}")
-        return list(dict.fromkeys(profiles))
+        pairs = []
+        for spec in profiles:
+            name, _, profile = spec.partition("=") if "=" in spec else (spec, "", spec)
+            if profile not in PROFILES:
+                raise LabError(f"unknown GPU profile {profile!r}; known: {', '.join(PROFILES)}")
+            if not _POD_NAME.match(name):
+                raise LabError(f"lab pod name {name!r} must be lowercase letters, digits and '-' (at most 24)")
+            pairs.append((name, profile))
+        return list(dict(pairs).items())
     count = 3 if count is None else count
     if not 1 <= count <= len(DEFAULT_ORDER):
         raise LabError(f"--pods must be between 1 and {len(DEFAULT_ORDER)} (one pod per GPU profile)")
-    return DEFAULT_ORDER[:count]
+    return [(p, p) for p in DEFAULT_ORDER[:count]]
 
 
-def up(lab: LabLayout, profiles: list[str], log=print) -> list[Pod]:
-    """Bring up one pod per profile (pods are named after their profile). Running pods are kept."""
+def up(lab: LabLayout, profiles: list[tuple[str, str]], log=print) -> list[Pod]:
+    """Bring up the (name, profile) pods; running pods are kept, so running it twice changes nothing."""
     require_root()
     with _locked(lab):
         lab.root.mkdir(parents=True, exist_ok=True)
@@ -302,23 +312,26 @@ def up(lab: LabLayout, profiles: list[str], log=print) -> list[Pod]:
         used_slots = {p.slot for p in pods.values()}
         new: list[Pod] = []
         host_keys: dict[str, str] = {}
-        for name in profiles:
+        for name, profile in profiles:
             if name in pods:
+                if pods[name].profile != profile:
+                    raise LabError(f"lab pod {name} runs profile {pods[name].profile}, not {profile}; "
+                                   "`pi lab down` first or pick another name")
                 continue
             slot = min(set(range(254 - net.FIRST_POD_HOST)) - used_slots)
             used_slots.add(slot)
             merged = _mount_overlay(lab, rootfs, name)
-            host_keys[name] = _personalise(lab, merged, name, name)
+            host_keys[name] = _personalise(lab, merged, name, profile)
             ip = net.create_pod_net(name, slot)
             pid = _launch(lab, name, merged)
-            pods[name] = Pod(name=name, profile=name, slot=slot, ip=ip, pid=pid)
+            pods[name] = Pod(name=name, profile=profile, slot=slot, ip=ip, pid=pid)
             new.append(pods[name])
             _write_state(lab, pods)
         _write_access_files(lab, pods, host_keys)
         if new:
             log(f"Booting {len(new)} pod(s): {', '.join(p.name for p in new)}")
             _wait_ssh(lab, new)
-        return [pods[n] for n in profiles]
+        return [pods[n] for n, _ in profiles]
 
 
 def restart(lab: LabLayout, name: str, log=print) -> Pod:
