@@ -3,3 +3,9 @@
 
 class PiError(Exception):
     """A failure whose message already says what went wrong and what to do."""
+
+
+class Interrupted(PiError):
+    """The user pressed Ctrl+C; the message says what was kept and how to finish (exit code 130)."""
+
+    exit_code = 130

@@ -13,14 +13,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PiError
+from .errors import Interrupted, PiError
 from .paths import content_root, runs_dir
 
 KEEP_RUNS = 30
@@ -178,13 +180,17 @@ def run_playbook(
                 status = "ignored"
             else:
                 status = "unreachable" if kind == "runner_on_unreachable" else "failed"
-            ev = TaskEvent(elapsed, host, task, status, _message(res) if status in ("failed", "unreachable") else "")
+            message = _message(res) if status in ("failed", "unreachable") else ""
+            if status == "unreachable":
+                message = (f"lost the SSH connection to {host} ({message or 'no answer'}); check the pod and its "
+                           "network, then run the same command again")
+            ev = TaskEvent(elapsed, host, task, status, message)
             if status in ("failed", "unreachable"):
                 # One failure per host: a failure handled by a rescue is followed by the rescue's own.
                 failures[:] = [f for f in failures if f.host != host]
                 failures.append(ev)
-        if ev and on_event:
-            on_event(ev)
+        if ev:
+            track(ev)
         return True
 
     bindir = str(Path(sys.executable).parent)
@@ -200,22 +206,47 @@ def run_playbook(
         "ANSIBLE_NOCOLOR": "1",
         **{name: "" for name in SECRET_ENV if name in os.environ},
     }
-    with _secret_vars_file(secret_vars) as cmdline:
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            project_dir=str(root),
-            playbook=str(root / "playbooks" / playbook),
-            inventory=inventory,
-            extravars=extravars or {},
-            envvars=envvars,
-            cmdline=cmdline,
-            limit=limit,
-            event_handler=handle,
-            quiet=True,
-            suppress_env_files=True,
-            suppress_ansible_output=True,
-        )
+    interrupted: list[TaskEvent | None] = []
+    last: list[TaskEvent] = []
+
+    def on_sigint(signum, frame):
+        if interrupted:  # a second Ctrl+C: stop waiting at once
+            raise KeyboardInterrupt
+        interrupted.append(last[-1] if last else None)
+
+    def track(ev: TaskEvent) -> None:
+        last.append(ev)
+        if on_event:
+            on_event(ev)
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        with _secret_vars_file(secret_vars) as cmdline:
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(root),
+                playbook=str(root / "playbooks" / playbook),
+                inventory=inventory,
+                extravars=extravars or {},
+                envvars=envvars,
+                cmdline=cmdline,
+                limit=limit,
+                event_handler=handle,
+                cancel_callback=lambda: bool(interrupted),
+                settings={"pexpect_timeout": 0.5},
+                quiet=True,
+                suppress_env_files=True,
+                suppress_ansible_output=True,
+            )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     art = Path(runner.config.artifact_dir)
+    if interrupted or runner.status == "canceled":
+        where = interrupted[0] if interrupted and interrupted[0] else None
+        during = f" during '{where.task}'" + (f" on {where.host}" if where.host else "") if where else ""
+        raise Interrupted(f"interrupted{during}. What finished on the pod is kept and nothing is left half-written; "
+                          f"run the same command again to finish it. Log: {art}/stdout")
     facts = {host: read_fact_cache(art / "fact_cache", host) for host in (runner.stats or {}).get("ok", {}) or {}}
     result = RunResult(status=runner.status, rc=runner.rc, artifact_dir=art, stats=runner.stats or {},
                        failures=failures, results=results, facts=facts)
