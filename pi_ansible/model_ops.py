@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import re
+import secrets as secrets_mod
 import socket
 import subprocess
 import threading
 from collections.abc import Callable
 
-from .errors import PiError
+from .errors import Interrupted, PiError
 from .sshargs import validate_name
 from .state import StateStore
 
@@ -101,6 +103,15 @@ class RemoteFollower:
                 self.thread.join(timeout=5)
 
 
+def release_placement_lock(target, token: str) -> None:
+    """After Ctrl+C: drop the pod's placement lock if this run holds it, so a re-run need not wait for it."""
+    lock = "/run/pi-ansible/placement.lock"
+    argv = target.argv(f'test "$(cat {lock}/owner 2>/dev/null)" = {token} && rm -rf {lock}; true')
+    argv[1:1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+
+
 def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Callable | None = None,
                 on_log: Callable[[str], None] | None = None, store: StateStore | None = None,
                 env=None) -> dict:
@@ -129,14 +140,18 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
             on_event(ev)
 
     who = f"pi start ({getpass.getuser()}@{socket.gethostname()})"
+    token = secrets_mod.token_hex(8)
     try:
         result = run_playbook(
             "model_start.yml", inventory=_inventory(pod, target),
-            extravars={"model_start": {**request, "verify": verify, "started_by": who}},
+            extravars={"model_start": {**request, "verify": verify, "started_by": who, "lock_token": token}},
             secret_vars={"model_service_api_key": secrets["PI_API_KEY"],
                          "model_service_hf_token": secrets["HF_TOKEN"]},
             on_event=events, label=f"{pod}-{request['name']}",
             what=f"starting {request['model']} as {request['name']} on pod {pod}")
+    except Interrupted:
+        release_placement_lock(target, token)
+        raise
     finally:
         for follower in followers.values():
             follower.stop()

@@ -404,10 +404,21 @@ def _teardown_pod(lab: LabLayout, pod: Pod) -> None:
     shutil.rmtree(lab.pod_dir(pod.name), ignore_errors=True)
 
 
-def down(lab: LabLayout, log=print) -> list[str]:
+def down(lab: LabLayout, log=print, only: list[str] | None = None) -> list[str]:
+    """Remove every pod (and the lab's services and bridge), or just the pods named in ONLY."""
     require_root()
     with _locked(lab):
         pods = _read_state(lab)
+        if only:
+            unknown = sorted(set(only) - set(pods))
+            if unknown:
+                raise LabError(f"no lab pod named {', '.join(unknown)}; running: {', '.join(pods) or 'none'}")
+            for name in only:
+                log(f"Stopping pod {name}")
+                _teardown_pod(lab, pods.pop(name))
+            _write_state(lab, pods)
+            _write_access_files(lab, pods, {})
+            return list(only)
         for p in pods.values():
             log(f"Stopping pod {p.name}")
             _teardown_pod(lab, p)

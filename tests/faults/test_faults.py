@@ -1,0 +1,251 @@
+"""The fault-injection suite: interrupts, dropped links, crashes and reboots, concurrency, hostile input, secrets.
+
+Each test injects a fault on lab pods and checks the promise: nothing half-written, local state and pod
+agree, re-running converges, errors are one line with the fix, secrets never leak. Pods used here are
+made for this suite (`faults-*`) and removed at its end. See README.md beside this file for the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pi_ansible.catalog import load_builtin_catalog
+from pi_ansible.lab.servicectl import lab_service_urls
+
+from ..conftest import PI, run_pi
+
+pytestmark = pytest.mark.lab
+SMALL = "Qwen/Qwen3-0.6B"
+
+
+@pytest.fixture(scope="module")
+def pods(lab):
+    """Fresh pods for this suite: a (interrupts, links), b (setup interrupts, recreated per run)."""
+    run_pi("lab", "up", "--profile", "faults-a=h100x2")
+    status = json.loads(run_pi("lab", "status", "--json").stdout)
+    yield {p["name"]: p for p in status["pods"]}
+    run_pi("lab", "down", "--pod", "faults-a", check=False)
+
+
+def make_env(tmp_path: Path, **catalog_env) -> dict:
+    urls = lab_service_urls()
+    env = {"PI_CONFIG_DIR": str(tmp_path / "pi"), "HF_TOKEN": "hf_faults_token", "PI_API_KEY": "pikey-faults-3c1",
+           "PI_INDEX_URL": urls["index"], "HF_ENDPOINT": urls["hub"]}
+    if catalog_env:
+        override_catalog(Path(env["PI_CONFIG_DIR"]), SMALL, catalog_env)
+    return env
+
+
+def override_catalog(config_dir: Path, model: str, engine_env: dict) -> None:
+    """A user catalog entry whose configs pass lab knobs to the engine double (load time, crashes)."""
+    entry = load_builtin_catalog().get(model)
+    configs = [{"gpu_count": c.gpu_count, "gpu_types": list(c.gpu_types), "args": list(c.args),
+                "env": {**c.env, **engine_env}} for c in entry.configs]
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "models.json").write_text(json.dumps({"models": [{"id": model, "configs": configs}]}))
+
+
+def ssh(pod: dict, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*pod["ssh"].split(), command], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{command!r}: {proc.stderr}")
+    return proc
+
+
+def pod_model_files(pod: dict) -> tuple[set[str], set[str]]:
+    """(models with a manifest, models with a unit) on the pod."""
+    out = ssh(pod, "ls /etc/pi-ansible/models/ 2>/dev/null; ls /etc/systemd/system/ | grep '^pi-model-' || true").stdout
+    manifests = {f[:-5] for f in out.split() if f.endswith(".json")}
+    units = {f[len("pi-model-"):-len(".service")] for f in out.split() if f.startswith("pi-model-")}
+    return manifests, units
+
+
+def run_until_line_then(args: list[str], env: dict, marker: str, action, timeout: float = 240):
+    """Run `pi ARGS`; when a stderr line contains MARKER, call action(proc); return (rc, stderr)."""
+    proc = subprocess.Popen([PI, *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    fired = threading.Event()
+
+    def pump():
+        for line in proc.stderr:
+            lines.append(line)
+            if marker in line and not fired.is_set():
+                fired.set()
+                action(proc)
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        t.join(timeout=10)
+    assert fired.is_set(), f"never saw {marker!r}:\n{''.join(lines)}"
+    return proc.returncode, "".join(lines)
+
+
+def sigint(proc) -> None:
+    proc.send_signal(signal.SIGINT)
+
+
+def state_is_whole(env: dict) -> None:
+    d = Path(env["PI_CONFIG_DIR"])
+    state = d / "pi-ansible.json"
+    if state.exists():
+        json.loads(state.read_text())  # never truncated
+    assert not list(d.glob("*.tmp")) and not list(d.glob(".pi-ansible.json.*")), "no temp file left behind"
+
+
+# -------------------------------------------------------------------------------------------- interrupts
+
+@pytest.mark.parametrize("marker", ["Gather GPU facts with nvidia-smi", "Install uv from its wheel",
+                                    "Create the venv"])
+def test_sigint_during_pod_setup_leaves_state_whole_and_a_rerun_converges(lab, tmp_path, marker):
+    run_pi("lab", "up", "--profile", "faults-b=h100x2")
+    try:
+        pod = next(p for p in json.loads(run_pi("lab", "status", "--json").stdout)["pods"] if p["name"] == "faults-b")
+        env = make_env(tmp_path)
+        rc, err = run_until_line_then(["pods", "setup", "fb", pod["ssh"], "--models-path", "/mnt/models"], env,
+                                      marker, sigint)
+        assert rc == 130 and "interrupted" in err and "Traceback" not in err
+        state_is_whole(env)
+        assert json.loads(run_pi("pods", "--json", env=env).stdout)["pods"] == [], "no pod saved before success"
+        secrets = ssh(pod, "stat -c '%a %U' /etc/pi-ansible/secrets.env 2>/dev/null || echo absent").stdout.split()
+        assert secrets in (["absent"], ["600", "root"])
+        out = json.loads(run_pi("pods", "setup", "fb", pod["ssh"], "--models-path", "/mnt/models", "--json",
+                                env=env).stdout)
+        assert out["vllm_version"] == "0.33.0+lab"
+        again = json.loads(run_pi("pods", "setup", "fb", pod["ssh"], "--models-path", "/mnt/models", "--json",
+                                  env=env).stdout)
+        assert again["changed"] == 0
+    finally:
+        run_pi("lab", "down", "--pod", "faults-b", check=False)
+
+
+@pytest.fixture(scope="module")
+def set_up(pods, tmp_path_factory) -> dict:
+    env = make_env(tmp_path_factory.mktemp("faults"), PI_LAB_VLLM_LOAD_SECONDS="6")
+    run_pi("pods", "setup", "fa", pods["faults-a"]["ssh"], "--models-path", "/mnt/models", env=env)
+    return env
+
+
+def model_running(env: dict, name: str) -> dict | None:
+    models = {m["name"]: m for m in json.loads(run_pi("list", "--json", env=env).stdout)["models"]}
+    return models.get(name)
+
+
+@pytest.mark.parametrize("marker", ["Gather GPU facts", "Write the model's manifest, env file",
+                                    "Wait for the download", "Enable and start the model"])
+def test_sigint_during_start_then_the_same_command_converges(pods, set_up, marker):
+    pod = pods["faults-a"]
+    rc, err = run_until_line_then(["start", SMALL, "--name", "tiny"], set_up, marker, sigint)
+    assert rc == 130 and "run the same command again" in err and "Traceback" not in err
+    state_is_whole(set_up)
+    manifests, units = pod_model_files(pod)
+    assert manifests == units, f"manifest and unit exist together or not at all: {manifests} vs {units}"
+    run_pi("list", env=set_up)  # reads the pod and repairs the local cache
+    out = json.loads(run_pi("start", SMALL, "--name", "tiny", "--json", env=set_up).stdout)
+    assert out["name"] == "tiny" and model_running(set_up, "tiny")["state"] == "running"
+    run_pi("stop", "tiny", env=set_up)
+    assert pod_model_files(pod) == (set(), set())
+
+
+# ------------------------------------------------------------------------------------------- links
+
+def test_a_dropped_link_mid_run_is_a_clear_error_and_a_rerun_converges(pods, set_up):
+    pod = pods["faults-a"]
+
+    def cut(_proc):
+        subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "down"], check=True)
+
+    try:
+        rc, err = run_until_line_then(["start", SMALL, "--name", "linked"], set_up, "Enable and start the model", cut,
+                                      timeout=180)
+    finally:
+        subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "up"], check=True)
+    assert rc == 1 and "Traceback" not in err
+    assert "lost the SSH connection to fa" in err
+    time.sleep(2)
+    out = json.loads(run_pi("start", SMALL, "--name", "linked", "--json", env=set_up).stdout)
+    assert model_running(set_up, out["name"])["state"] == "running"
+    run_pi("stop", "linked", env=set_up)
+
+
+def test_a_killed_ssh_session_mid_run_is_a_clear_error(pods, set_up):
+    pod = pods["faults-a"]
+
+    def kill_sessions(_proc):
+        ssh(pod, "pkill -f 'sshd: root@notty' || true", check=False)
+
+    rc, err = run_until_line_then(["start", SMALL, "--name", "killed"], set_up, "Enable and start the model",
+                                  kill_sessions, timeout=180)
+    if rc == 0:  # the session was between tasks: the next task opened a new one and the run finished
+        assert model_running(set_up, "killed")["state"] == "running"
+    else:
+        assert rc == 1 and "fa" in err and "Traceback" not in err
+    out = json.loads(run_pi("start", SMALL, "--name", "killed", "--json", env=set_up).stdout)
+    assert out["name"] == "killed"
+    run_pi("stop", "killed", env=set_up)
+
+
+# ---------------------------------------------------------------------------------- crashes and reboots
+
+def test_an_engine_that_crashes_on_every_start_ends_crashed_with_its_log(pods, tmp_path):
+    env = make_env(tmp_path, PI_LAB_VLLM_CRASH_AFTER_SECONDS="1")
+    run_pi("pods", "setup", "fa", pods["faults-a"]["ssh"], "--models-path", "/mnt/models", env=env)
+    run_pi("start", SMALL, "--name", "crashy", "--no-verify", env=env)
+    deadline = time.monotonic() + 120
+    m = None
+    while time.monotonic() < deadline:
+        m = model_running(env, "crashy")
+        if m and m["state"] == "crashed" and not ssh(pods["faults-a"], "systemctl is-failed pi-model-crashy",
+                                                     check=False).returncode:
+            break
+        time.sleep(2)
+    assert m and m["state"] == "crashed", m
+    assert m["restarts"] >= 4, "systemd retried, up to its cap"
+    assert any("Engine" in line or "died" in line or "Error" in line for line in m["last_log"]), m["last_log"]
+    time.sleep(8)
+    assert model_running(env, "crashy")["restarts"] == m["restarts"], "the cap stops the loop"
+    run_pi("stop", "crashy", env=env)
+
+
+def test_a_rebooted_pod_brings_every_model_back(pods, set_up):
+    for name in ("one", "two"):
+        run_pi("start", SMALL, "--name", name, "--memory", "40%", env=set_up)
+    run_pi("lab", "restart", "faults-a")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        states = {n: (model_running(set_up, n) or {}).get("state") for n in ("one", "two")}
+        if set(states.values()) == {"running"}:
+            break
+        time.sleep(2)
+    assert set(states.values()) == {"running"}, states
+    run_pi("stop", env=set_up)
+
+
+# ------------------------------------------------------------------------------------------ concurrency
+
+def test_two_starts_at_once_get_distinct_gpus_and_ports(pods, set_up):
+    procs = [subprocess.Popen([PI, "start", SMALL, "--name", n, "--json"], env={**os.environ, **set_up},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in ("left", "right")]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(out))
+    assert outs[0]["port"] != outs[1]["port"]
+    assert set(outs[0]["gpus"]).isdisjoint(outs[1]["gpus"])
+    cache = json.loads((Path(set_up["PI_CONFIG_DIR"]) / "pi-ansible.json").read_text())["models"]["fa"]
+    assert {"left", "right"} <= set(cache), "neither run lost the other's state change"
+    run_pi("stop", env=set_up)
