@@ -77,13 +77,14 @@ def lab_up(count, profiles, as_json) -> None:
 
 
 @lab.command("down")
+@click.option("--pod", "only", multiple=True, help="Remove only this pod (repeatable); default: the whole lab.")
 @click.option("--json", "as_json", is_flag=True)
-def lab_down(as_json) -> None:
-    """Stop every lab pod and remove its processes, mounts, namespaces and cgroups."""
+def lab_down(only, as_json) -> None:
+    """Stop lab pods and remove their processes, mounts, namespaces and cgroups (all of it by default)."""
     from .lab.layout import LabLayout
     from .lab.pods import down
 
-    removed = down(LabLayout.default(), log=_log)
+    removed = down(LabLayout.default(), log=_log, only=list(only) or None)
     if as_json:
         emit_json({"removed": removed})
     else:
@@ -480,6 +481,28 @@ def agent(name, messages, pod, interactive, continue_, as_json, api, system_prom
     except AgentError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(rc)
+
+
+# ------------------------------------------------------------------------------------------ inventory
+
+
+@cli.command("inventory")
+@click.option("--json", "as_json", is_flag=True, help="The `ansible-inventory --list` JSON (default: a YAML inventory).")
+def inventory_cmd(as_json) -> None:
+    """The pods pi knows as an Ansible inventory (group pi_pods), with their SSH options.
+
+    The same as the pi_state inventory plugin gives (inventory/pi.pi_state.yml):
+    `ansible-playbook -i inventory/pi.pi_state.yml playbooks/site.yml`.
+    """
+    import yaml
+
+    from .inventory import as_yaml_inventory, state_inventory
+
+    listing = state_inventory(_store().load().to_dict())
+    if as_json:
+        emit_json(listing)
+    else:
+        click.echo(yaml.safe_dump(as_yaml_inventory(listing), sort_keys=False, width=1000), nl=False)
 
 
 def split_vllm_args(argv: list[str]) -> list[str]:

@@ -60,6 +60,9 @@ def validate_request(model: str, name: str, memory, context, gpus, vllm_args) ->
         raise PiError(f"--gpus {gpus} is out of range: give 1 to 64")
     if vllm_args is not None:
         check_tokens(list(vllm_args), "--vllm")
+    from .catalog import load_catalog
+
+    load_catalog()  # a broken user catalog is a clear error here, before anything runs
     return {"model": model, "name": name, "memory": memory, "context": context, "gpus": gpus,
             "vllm_args": list(vllm_args) if vllm_args is not None else None}
 
@@ -144,7 +147,8 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     try:
         result = run_playbook(
             "model_start.yml", inventory=_inventory(pod, target),
-            extravars={"model_start": {**request, "verify": verify, "started_by": who, "lock_token": token}},
+            extravars={"model_start": {**request, "verify": verify, "started_by": who, "lock_token": token,
+                                       "existing": "resume"}},
             secret_vars={"model_service_api_key": secrets["PI_API_KEY"],
                          "model_service_hf_token": secrets["HF_TOKEN"]},
             on_event=events, label=f"{pod}-{request['name']}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,6 +52,35 @@ def model_state(unit: dict[str, str] | None, healthy: bool) -> str:
     if active == "failed" or result not in (None, "", "success"):
         return "crashed"
     return "stopped"
+
+
+_ERROR_LINE = re.compile(r"Error|ERROR|Traceback|fatal|died|Killed|out of memory")
+
+
+def parse_journal_json(text: str) -> list[tuple[str, str]]:
+    """`journalctl -o json` lines -> [(SYSLOG_IDENTIFIER, MESSAGE)]; a MESSAGE journald stored as bytes is decoded."""
+    entries = []
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        msg = e.get("MESSAGE")
+        if isinstance(msg, list):
+            msg = bytes(b for b in msg if isinstance(b, int) and 0 <= b < 256).decode("utf-8", "replace")
+        if isinstance(msg, str):
+            entries.append((str(e.get("SYSLOG_IDENTIFIER") or ""), msg))
+    return entries
+
+
+def crash_log(entries: list[tuple[str, str]], model_name: str, lines: int = 8) -> list[str]:
+    """The lines that say why a crashed model died: the engine's error lines (its last traceback ends far
+    from the cause, so not simply its last lines), then systemd's last two words on the unit."""
+    engine = [m for ident, m in entries if ident == UNIT_PREFIX + model_name]
+    system = [m for ident, m in entries if ident != UNIT_PREFIX + model_name]
+    errors = [m for m in engine if _ERROR_LINE.search(m)]
+    picked = list(dict.fromkeys(reversed(errors or engine)))[: max(lines - 2, 1)]
+    return list(reversed(picked)) + system[-2:]
 
 
 def parse_listening_ports(tables: list[str]) -> list[int]:
@@ -161,8 +191,8 @@ def collect(log_lines: int = 8) -> dict:
             "enabled": (unit or {}).get("UnitFileState") == "enabled",
         }
         if state == "crashed":
-            status["last_log"] = _run(["journalctl", "-u", unit_name(name), "-n", str(log_lines), "-o", "cat",
-                                       "--no-pager"]).splitlines()
+            journal = _run(["journalctl", "-u", unit_name(name), "-n", "300", "-o", "json", "--no-pager"])
+            status["last_log"] = crash_log(parse_journal_json(journal), name, log_lines)
         models[name] = {"manifest": manifest, "status": status}
     tables = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

@@ -1,0 +1,638 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: our `pi` against the TypeScript `pi` 0.70.6 (npm) and the raw-SSH floor, on lab pods.
+
+    .venv/bin/python bench/run.py [--rounds N] [--quick] [--only SECTION,...] [--write-readme]
+
+Sections (in this order): local, setup, start, list, fleet, planning. Every loop is bounded by the rounds;
+every command has a timeout. Ours and theirs are interleaved within each round (who goes first alternates).
+Results are printed as a table, kept in bench/.cache/last-run.json, and with --write-readme put in
+bench/README.md. Nothing here is asserted in tests.
+
+Pods (created by the harness with `pi lab up --profile bench-a=h100x2 … bench-d=h100x2`, idempotent):
+  bench-a  ours (setup, start/stop, list), first of the fleet
+  bench-b  theirs (prepared once with bench/tspi_lab_setup.sh: /root/venv with the engine double and hf)
+  bench-c, bench-d  the rest of our fleet (1, 2 and 3 pods at once)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+CACHE = BENCH / ".cache"
+PI = str(REPO / ".venv" / "bin" / "pi")
+PY = str(REPO / ".venv" / "bin" / "python")
+ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
+TS_VERSION = "0.70.6"
+TS_DIR = CACHE / "tspi"
+TS_PKG = TS_DIR / "node_modules" / "@mariozechner" / "pi"
+
+PROFILES = ["bench-a=h100x2", "bench-b=h100x2", "bench-c=h100x2", "bench-d=h100x2"]
+OURS, THEIRS, FLEET = "bench-a", "bench-b", ["bench-a", "bench-c", "bench-d"]
+# A model in both catalogs, with the same engine flags in both (tool parser qwen3_coder, 1 GPU). Four of them
+# fit on the pod's 2 × H100 at 45 % each with a 16k context.
+MODEL = "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8"
+START_FLAGS = ["--memory", "45%", "--context", "16k"]
+MODELS_PATH = "/mnt/models"
+HF_TOKEN, PI_API_KEY = "hf_bench_test_token", "pikey-bench-test"
+SECTIONS = ["local", "setup", "start", "list", "fleet", "planning"]
+
+R: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+NOTES: list[str] = []
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv, *, env=None, timeout=120, check=True, input=None, cwd=REPO) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, env=env, timeout=timeout, input=input, cwd=cwd, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout} s: {shlex.join(map(str, argv))[:300]}") from None
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise BenchError(f"exit {proc.returncode}: {shlex.join(map(str, argv))[:300]}\n{tail}")
+    return proc
+
+
+def timed(argv, **kw) -> float:
+    t0 = time.perf_counter()
+    run(argv, **kw)
+    return time.perf_counter() - t0
+
+
+def timed_parallel(argvs, *, env=None, timeout=600) -> float:
+    """Wall time of several commands started together; all must succeed."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(a, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for a in argvs]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=max(1, timeout - (time.perf_counter() - t0)))[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise BenchError(f"parallel run timed out after {timeout} s") from None
+    wall = time.perf_counter() - t0
+    for p, out, a in zip(procs, outs, argvs, strict=True):
+        if p.returncode != 0:
+            raise BenchError(f"exit {p.returncode}: {shlex.join(a)[:200]}\n" + "\n".join(out.splitlines()[-15:]))
+    return wall
+
+
+# ------------------------------------------------------------------------------------------------ lab
+
+
+class Lab:
+    def __init__(self):
+        log("lab: pi lab up " + " ".join(f"--profile {p}" for p in PROFILES) + " (idempotent)")
+        run([PI, "lab", "up", *[x for p in PROFILES for x in ("--profile", p)]], timeout=600)
+        st = json.loads(run([PI, "lab", "status", "--json"]).stdout)
+        self.pods = {p["name"]: p for p in st["pods"]}
+        for name in [OURS, THEIRS, *FLEET]:
+            if name not in self.pods or not self.pods[name]["ssh_port_open"]:
+                raise BenchError(f"lab pod {name} is not up")
+        env = dict(line.removeprefix("export ").split("=", 1) for line in run([PI, "lab", "env"]).stdout.split("\n")
+                   if line.startswith("export "))
+        self.index_url, self.hf_endpoint = env["PI_INDEX_URL"], env["HF_ENDPOINT"]
+
+    def ssh(self, pod: str) -> str:
+        return self.pods[pod]["ssh"]
+
+    def ssh_argv(self, pod: str, command: str) -> list[str]:
+        return [*self.ssh(pod).split(), command]
+
+    def on(self, pod: str, command: str, **kw) -> subprocess.CompletedProcess:
+        argv = self.ssh(pod).split()
+        return run([argv[0], "-o", "BatchMode=yes", *argv[1:], command], **kw)
+
+
+# ------------------------------------------------------------------------------------------ the tools
+
+
+class Ours:
+    def __init__(self, lab: Lab, cfg: Path):
+        self.lab, self.cfg = lab, cfg
+        self.env = {**os.environ, "PI_CONFIG_DIR": str(cfg), "HF_TOKEN": HF_TOKEN, "PI_API_KEY": PI_API_KEY,
+                    "PI_INDEX_URL": lab.index_url, "HF_ENDPOINT": lab.hf_endpoint}
+        self._catalog()
+
+    def _catalog(self) -> None:
+        """A user catalog entry overriding MODEL's configs with the engine double's zero load time."""
+        doc = json.loads((REPO / "pi_ansible" / "catalog" / "models.json").read_text())
+        entry = next(e for e in doc["models"] if e["id"] == MODEL)
+        configs = [{**c, "env": {**(c.get("env") or {}), "PI_LAB_VLLM_LOAD_SECONDS": "0"}} for c in entry["configs"]]
+        (self.cfg / "models.json").write_text(json.dumps({"version": 1, "models": [{"id": MODEL, "configs": configs}]}))
+
+    def pi(self, *args) -> list[str]:
+        return [PI, *args]
+
+    def setup_argv(self, pod: str) -> list[str]:
+        return self.pi("pods", "setup", pod, self.lab.ssh(pod), "--models-path", MODELS_PATH)
+
+    def start_argv(self, pod: str, name: str) -> list[str]:
+        return self.pi("start", MODEL, "--name", name, "--pod", pod, *START_FLAGS)
+
+    def stop_argv(self, pod: str, name: str | None = None) -> list[str]:
+        return self.pi("stop", *([name] if name else []), "--pod", pod)
+
+    def time(self, argv, timeout=300) -> float:
+        return timed(argv, env=self.env, timeout=timeout)
+
+    def wipe(self, pods: list[str]) -> None:
+        """Make pods fresh again for a first-run setup: remove everything our setup and starts put there."""
+        script = (
+            "for u in $(systemctl list-unit-files --no-legend 'pi-model-*' | awk '{print $1}'); do "
+            "systemctl disable --now \"$u\" >/dev/null 2>&1; done; "
+            "rm -f /etc/systemd/system/pi-model-*.service; systemctl daemon-reload; systemctl reset-failed; "
+            "rm -rf /etc/pi-ansible /opt/pi-ansible /usr/local/bin/uv /usr/local/bin/uvx /etc/profile.d/pi-ansible.sh "
+            f"{MODELS_PATH} /root/.cache/uv /run/pi-ansible /tmp/pi-ansible-config /root/.ansible; true")
+        timed_parallel([[*self.lab.ssh(p).split(), script] for p in pods], timeout=120)
+
+    def inventory(self, pods: list[str], path: Path) -> Path:
+        sys.path.insert(0, str(REPO))
+        from pi_ansible.sshargs import parse_ssh
+        hosts = {p: {**parse_ssh(self.lab.ssh(p)).ansible_vars(), "ansible_python_interpreter": "auto_silent"}
+                 for p in pods}
+        path.write_text(json.dumps({"all": {"hosts": hosts}}))
+        return path
+
+    def playbook_argv(self, playbook: str, inventory: Path, extravars: dict, secrets: dict, tmp: Path) -> list[str]:
+        vars_file, secret_file = tmp / f"{playbook}.vars.json", tmp / f"{playbook}.secrets.json"
+        vars_file.write_text(json.dumps(extravars))
+        secret_file.write_text(json.dumps(secrets))
+        secret_file.chmod(0o600)
+        return [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(REPO / "playbooks" / playbook),
+                "-e", f"@{vars_file}", "-e", f"@{secret_file}"]
+
+    @property
+    def playbook_env(self) -> dict:
+        return {**self.env, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+
+
+class Theirs:
+    """The TypeScript pi 0.70.6 from npm, run unchanged against a pod prepared with the layout it expects."""
+
+    def __init__(self, lab: Lab, cfg: Path):
+        self.lab, self.cfg = lab, cfg
+        self.env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "PI_INDEX_URL")}
+        self.env.update({"PI_CONFIG_DIR": str(cfg), "HF_TOKEN": HF_TOKEN, "PI_API_KEY": PI_API_KEY})
+        self.bin = self._install()
+
+    @staticmethod
+    def _install() -> str:
+        pkg = TS_PKG / "package.json"
+        if not pkg.exists() or json.loads(pkg.read_text()).get("version") != TS_VERSION:
+            log(f"theirs: npm install @mariozechner/pi@{TS_VERSION} into {TS_DIR}")
+            TS_DIR.mkdir(parents=True, exist_ok=True)
+            run(["npm", "install", "--prefix", str(TS_DIR), "--no-audit", "--no-fund", "--loglevel=error",
+                 f"@mariozechner/pi@{TS_VERSION}"], timeout=600)
+        for name in ("pi-pods", "pi"):
+            b = TS_DIR / "node_modules" / ".bin" / name
+            if b.exists():
+                return str(b)
+        raise BenchError("the TypeScript pi has no pi-pods/pi bin")
+
+    def pi(self, *args) -> list[str]:
+        return [self.bin, *args]
+
+    def time(self, argv, timeout=300) -> float:
+        return timed(argv, env=self.env, timeout=timeout)
+
+    def config(self) -> dict:
+        path = self.cfg / "pods.json"
+        return json.loads(path.read_text()) if path.exists() else {"pods": {}}
+
+    def register(self, pod: str, gpu_lines: str) -> None:
+        """What their `pi pods setup` saves after a successful setup (models kept)."""
+        cfg = self.config()
+        gpus = []
+        for line in gpu_lines.strip().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 3 and parts[0].isdigit():
+                gpus.append({"id": int(parts[0]), "name": parts[1], "memory": parts[2]})
+        old = cfg["pods"].get(pod, {})
+        cfg["pods"][pod] = {"ssh": self.lab.ssh(pod), "gpus": gpus, "models": old.get("models", {}),
+                            "modelsPath": MODELS_PATH, "vllmVersion": "release"}
+        cfg.setdefault("active", pod)
+        (self.cfg / "pods.json").write_text(json.dumps(cfg, indent=2))
+
+    def setup_lab(self, pod: str) -> float:
+        """Their setup flow (SSH test, copy the script, run it, GPU query, save) with the lab stand-in script."""
+        t0 = time.perf_counter()
+        run(self.lab.ssh_argv(pod, "echo 'SSH OK'"))
+        run(self.lab.ssh_argv(pod, "cat > /tmp/pod_setup.sh"), input=(BENCH / "tspi_lab_setup.sh").read_text())
+        run(self.lab.ssh_argv(pod, shlex.join(["bash", "/tmp/pod_setup.sh", MODELS_PATH, self.lab.index_url,
+                                               self.lab.hf_endpoint, HF_TOKEN, PI_API_KEY])), timeout=600)
+        gpus = run(self.lab.ssh_argv(pod, "nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader")).stdout
+        self.register(pod, gpus)
+        return time.perf_counter() - t0
+
+    def prepare_pod(self, pod: str) -> None:
+        """Once: the curl shim (lab pods have no curl), a pristine ~/.bashrc kept aside to make the pod fresh again."""
+        shim = (BENCH / "lab_curl_shim.sh").read_text()
+        self.lab.on(pod, "test -x /usr/bin/curl || { cat > /usr/local/bin/curl && chmod 755 /usr/local/bin/curl; }; "
+                         "test -e /root/.bashrc.bench-orig || cp /root/.bashrc /root/.bashrc.bench-orig", input=shim)
+
+    def wipe(self, pod: str) -> None:
+        self.kill_engines(pod)
+        self.lab.on(pod, "rm -rf /root/venv /root/.local/bin/uv /root/.local/bin/uvx /root/.cache/uv /root/.cache/vllm "
+                         f"/root/.cache/huggingface /root/.vllm_logs {MODELS_PATH} /tmp/model_run_* /tmp/model_wrapper_*; "
+                         "cp /root/.bashrc.bench-orig /root/.bashrc")
+
+    def kill_engines(self, pod: str) -> int:
+        """Their stop signals the wrapper; whatever is left (by PID) is killed here, untimed. Returns how many."""
+        out = self.lab.on(pod, "pgrep -f '[m]odel_wrapper_|[v]llm serve|[m]odel_run_' || true").stdout.split()
+        if out:
+            self.lab.on(pod, f"kill -9 {' '.join(out)} 2>/dev/null; true")
+        return len(out)
+
+    def wait_gone(self, pod: str, port: int, limit_s: float = 20) -> bool:
+        """Untimed: wait until the engine on PORT has exited (their stop returns at once). False: killed it."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            out = self.lab.on(pod, f"pgrep -f '[-]-port {port}( |$)' || true").stdout.split()
+            if not out:
+                return True
+            time.sleep(0.3)
+        pids = self.lab.on(pod, f"pgrep -f '[-]-port {port}( |$)' || true").stdout.split()
+        if pids:
+            self.lab.on(pod, f"kill -9 {' '.join(pids)}; true")
+        return False
+
+    def port_of(self, pod: str, name: str) -> int:
+        return self.config()["pods"][pod]["models"][name]["port"]
+
+    def ensure_no_models(self, pod: str) -> None:
+        cfg = self.config()
+        if cfg["pods"].get(pod, {}).get("models"):
+            run(self.pi("stop"), env=self.env)
+        self.kill_engines(pod)
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def floor(lab: Lab, pod: str) -> float:
+    return timed(lab.ssh_argv(pod, "true"))
+
+
+def section_local(ours: Ours, theirs: Theirs, rounds: int) -> None:
+    log(f"local: --help and listing pods, {rounds} round(s)")
+    for i in range(rounds * 2):
+        pairs = [("ours", ours, ours.pi), ("theirs", theirs, theirs.pi)]
+        for tool, obj, pi in (pairs if i % 2 == 0 else pairs[::-1]):
+            R["cli --help"][tool].append(obj.time(pi("--help"), timeout=60))
+            R["pi pods (list pods, local)"][tool].append(obj.time(pi("pods"), timeout=60))
+
+
+def section_setup(lab: Lab, ours: Ours, theirs: Theirs, rounds: int) -> None:
+    log("setup: their real setup first (expected to fail in the lab), then timed rounds")
+    proc = run(theirs.pi("pods", "setup", THEIRS, lab.ssh(THEIRS), "--models-path", MODELS_PATH), env=theirs.env,
+               check=False, timeout=120)
+    scp = next((ln for ln in (proc.stdout + proc.stderr).splitlines() if "cp:" in ln or "scp" in ln.lower()), "")
+    NOTES.append(f"their `pi pods setup` (unchanged) exits {proc.returncode} before running anything: {scp.strip()} "
+                 "(its scp takes the first non-dash token of the ssh string, here the -i key path, as the host)")
+    script = (TS_PKG / "dist" / "scripts" / "pod_setup.sh").read_text()
+    lab.on(THEIRS, "cat > /tmp/pod_setup_ts.sh", input=script)
+    t0 = time.perf_counter()
+    proc = lab.on(THEIRS, "bash /tmp/pod_setup_ts.sh --models-path /mnt/models --hf-token x --vllm-api-key y "
+                          "--vllm release", check=False, timeout=300)
+    err = next((ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("E:")), "no E: line")
+    NOTES.append(f"their pod_setup.sh run unchanged on the pod fails after {time.perf_counter() - t0:.1f} s "
+                 f"(exit {proc.returncode}): `apt install` without internet ({err.strip()}); it would next pipe "
+                 "https://astral.sh/uv/install.sh into sh and fetch NVIDIA's cuda-keyring. Timed instead: "
+                 "bench/tspi_lab_setup.sh, their steps that can run offline, on every run a full re-install as theirs.")
+    theirs.prepare_pod(THEIRS)
+    for i in range(rounds):
+        log(f"setup round {i + 1}/{rounds}")
+        ours.wipe([OURS])
+        theirs.wipe(THEIRS)
+        steps = [("ours", lambda: ours.time(ours.setup_argv(OURS), timeout=600)),
+                 ("theirs", lambda: theirs.setup_lab(THEIRS))]
+        for tool, fn in (steps if i % 2 == 0 else steps[::-1]):
+            R["setup, first run (fresh pod)"][tool].append(fn())
+        for tool, fn in (steps if i % 2 == 1 else steps[::-1]):
+            R["setup, re-run (set-up pod)"][tool].append(fn())
+        R["setup, first run (fresh pod)"]["floor"].append(floor(lab, OURS))
+        R["setup, re-run (set-up pod)"]["floor"].append(floor(lab, OURS))
+
+
+def ensure_setup(lab: Lab, ours: Ours, theirs: Theirs) -> None:
+    """Untimed: both pods set up and registered (when the setup section did not run)."""
+    listed = json.loads(run(ours.pi("pods", "list", "--json"), env=ours.env).stdout)["pods"]
+    if not any(p["name"] == OURS for p in listed):
+        log(f"ensure: our setup of {OURS}")
+        run(ours.setup_argv(OURS), env=ours.env, timeout=600)
+    if THEIRS not in theirs.config()["pods"]:
+        theirs.prepare_pod(THEIRS)
+        has = lab.on(THEIRS, "test -x /root/venv/bin/vllm && test -x /root/venv/bin/hf && echo yes || true").stdout
+        if "yes" in has:
+            gpus = lab.on(THEIRS, "nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader").stdout
+            theirs.register(THEIRS, gpus)
+        else:
+            log(f"ensure: their (lab stand-in) setup of {THEIRS}")
+            theirs.setup_lab(THEIRS)
+
+
+def clean_models(ours: Ours, theirs: Theirs) -> None:
+    run(ours.stop_argv(OURS), env=ours.env, timeout=300)
+    theirs.ensure_no_models(THEIRS)
+
+
+def section_start(lab: Lab, ours: Ours, theirs: Theirs, rounds: int) -> None:
+    log(f"start/stop: {MODEL} {' '.join(START_FLAGS)}, {rounds} round(s)")
+    clean_models(ours, theirs)
+    leftovers = 0
+    for i in range(rounds):
+        name = f"s{i}"
+
+        def ours_pair(name=name):
+            R["pi start → healthy"]["ours"].append(ours.time(ours.start_argv(OURS, name)))
+            R["pi stop"]["ours"].append(ours.time(ours.stop_argv(OURS, name)))
+
+        def theirs_pair(name=name):
+            nonlocal leftovers
+            R["pi start → healthy"]["theirs"].append(theirs.time(theirs.pi("start", MODEL, "--name", name,
+                                                                              *START_FLAGS), timeout=180))
+            port = theirs.port_of(THEIRS, name)
+            R["pi stop"]["theirs"].append(theirs.time(theirs.pi("stop", name)))
+            leftovers += not theirs.wait_gone(THEIRS, port)
+
+        for fn in ((ours_pair, theirs_pair) if i % 2 == 0 else (theirs_pair, ours_pair)):
+            fn()
+        R["pi start → healthy"]["floor"].append(floor(lab, OURS))
+        R["pi stop"]["floor"].append(floor(lab, OURS))
+    if leftovers:
+        NOTES.append(f"their `pi stop` left the engine running {leftovers} time(s) in {rounds} (killed by PID, untimed)")
+
+
+def section_list(lab: Lab, ours: Ours, theirs: Theirs, rounds: int) -> None:
+    clean_models(ours, theirs)
+    names = ["l1", "l2", "l3", "l4"]
+    for count, label in ((1, "pi list, 1 model"), (4, "pi list, 4 models")):
+        have = len(theirs.config()["pods"][THEIRS]["models"])
+        for n in names[have:count]:
+            log(f"list: starting {n} on both (untimed)")
+            run(ours.start_argv(OURS, n), env=ours.env, timeout=300)
+            run(theirs.pi("start", MODEL, "--name", n, *START_FLAGS), env=theirs.env, timeout=180)
+        log(f"list: {label}, {rounds * 2} round(s)")
+        for i in range(rounds * 2):
+            steps = [("ours", lambda: ours.time(ours.pi("list", "--pod", OURS), timeout=60)),
+                     ("theirs", lambda: theirs.time(theirs.pi("list"), timeout=60)),
+                     ("floor", lambda: floor(lab, OURS))]
+            for tool, fn in (steps if i % 2 == 0 else steps[::-1]):
+                R[label][tool].append(fn())
+        out = run(theirs.pi("list"), env=theirs.env).stdout
+        if "All processes verified" not in out and "✓" not in out:
+            NOTES.append(f"their `pi list` with {count} model(s) did not verify every model: "
+                         + " | ".join(ln.strip() for ln in out.splitlines()[-3:]))
+    ports = [m["port"] for m in theirs.config()["pods"][THEIRS]["models"].values()]
+    log("list: stopping every model on both (untimed)")
+    run(ours.stop_argv(OURS), env=ours.env, timeout=300)
+    run(theirs.pi("stop"), env=theirs.env, timeout=60)
+    for p in ports:
+        theirs.wait_gone(THEIRS, p)
+
+
+def section_fleet(lab: Lab, ours: Ours, rounds: int, tmp: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from pi_ansible.pod_setup import SetupRequest, extravars
+
+    for i in range(rounds):
+        for n in (1, 2, 3):
+            pods = FLEET[:n]
+            log(f"fleet round {i + 1}/{rounds}: {n} pod(s) {pods}")
+            ours.wipe(pods)
+            R[f"fleet: setup first run, {n} pod(s)"]["pi ×N parallel"].append(
+                timed_parallel([ours.setup_argv(p) for p in pods], env=ours.env))
+            R[f"fleet: setup re-run, {n} pod(s)"]["pi ×N parallel"].append(
+                timed_parallel([ours.setup_argv(p) for p in pods], env=ours.env))
+            inv = ours.inventory(pods, tmp / f"inv{n}.json")
+            req = SetupRequest(name="fleet", ssh=lab.ssh(pods[0]), models_path=MODELS_PATH,
+                               index_url=lab.index_url, hf_endpoint=lab.hf_endpoint)
+            argv = ours.playbook_argv("pod_setup.yml", inv, extravars(req),
+                                      {"pod_secrets_hf_token": HF_TOKEN, "pod_secrets_api_key": PI_API_KEY}, tmp)
+            R[f"fleet: setup re-run, {n} pod(s)"]["ansible-playbook"].append(
+                timed(argv, env=ours.playbook_env, timeout=600))
+            name = f"f{i}"
+            R[f"fleet: start, {n} pod(s)"]["pi ×N parallel"].append(
+                timed_parallel([ours.start_argv(p, name) for p in pods], env=ours.env))
+            R[f"fleet: stop, {n} pod(s)"]["pi ×N parallel"].append(
+                timed_parallel([ours.stop_argv(p, name) for p in pods], env=ours.env))
+            request = {"model": MODEL, "name": name + "p", "memory": "45%", "context": "16k", "gpus": None,
+                       "vllm_args": None, "verify": True, "started_by": "bench/run.py"}
+            secrets = {"model_service_api_key": PI_API_KEY, "model_service_hf_token": HF_TOKEN}
+            argv = ours.playbook_argv("model_start.yml", inv, {"model_start": request}, secrets, tmp)
+            R[f"fleet: start, {n} pod(s)"]["ansible-playbook"].append(timed(argv, env=ours.playbook_env, timeout=600))
+            argv = ours.playbook_argv("model_stop.yml", inv, {"model_stop_names": [name + "p"]}, {}, tmp)
+            R[f"fleet: stop, {n} pod(s)"]["ansible-playbook"].append(timed(argv, env=ours.playbook_env, timeout=600))
+
+
+def section_planning(theirs: Theirs | None, rounds: int) -> None:
+    """Fit and placement for 64 GPUs (8 pods × 8 H100) × 100 models, in-process, milliseconds."""
+    sys.path.insert(0, str(REPO))
+    from pi_ansible.catalog import load_builtin_catalog
+    from pi_ansible.planning.fit import estimate_fit
+    from pi_ansible.planning.gpu_state import GpuState
+    from pi_ansible.planning.placement import PlacementRequest, RunningModel, place
+    from pi_ansible.planning.plan import plan_start
+
+    catalog = load_builtin_catalog()
+    entries = [e for e in catalog if e.arch is not None and min(e.gpu_counts) <= 8]
+    pods = {f"p{k}": [GpuState(index=i, uuid=f"GPU-{k}-{i}", name="NVIDIA H100 80GB HBM3", memory_total_mib=81559,
+                               memory_reserved_mib=479) for i in range(8)] for k in range(8)}
+    one64 = [GpuState(index=i, uuid=f"GPU-{i}", name="NVIDIA H100 80GB HBM3", memory_total_mib=81559,
+                      memory_reserved_mib=479) for i in range(64)]
+    # each model asks for the share of a GPU its weights need, plus 6 GiB (so most of them share GPUs)
+    share = {}
+    for e in entries:
+        c = min(e.configs, key=lambda c: c.gpu_count)
+        need = (e.arch.weights_bytes / c.gpu_count + 6 * 2**30) / (81559 * 2**20)
+        share[e.id] = f"{min(95, -(-int(need * 100) // 5) * 5)}%"
+    log(f"planning: 64 GPUs × 100 models ({len(entries)} catalog models with a config of ≤ 8 GPUs), {rounds} round(s)")
+    for _ in range(rounds):
+        running = {p: [] for p in pods}
+        placed = 0
+        t0 = time.perf_counter()
+        for i in range(100):
+            e = entries[i % len(entries)]
+            for pod, gpus in pods.items():
+                try:
+                    plan = plan_start(catalog, e.id, name=f"m{i}", gpus=gpus, venv="/opt/pi-ansible/venv",
+                                      running_models=running[pod], memory=share[e.id], context="4k")
+                except Exception:  # refused here: try the next pod
+                    continue
+                running[pod].append(RunningModel(name=f"m{i}", port=plan.placement.port,
+                                                 gpus=plan.placement.gpu_indices, memory_fraction=plan.memory_fraction))
+                placed += 1
+                break
+        R["planning: plan_start, 100 models onto 8 pods × 8 GPUs (ms)"]["ours"].append(
+            (time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        for i in range(100):
+            e = entries[i % len(entries)]
+            c = min(e.configs, key=lambda c: c.gpu_count)
+            estimate_fit(e.arch, one64, gpu_count=c.gpu_count, memory_fraction=0.9, max_model_len=4096)
+        R["planning: estimate_fit ×100 on 64 GPUs (ms)"]["ours"].append((time.perf_counter() - t0) * 1000)
+        models = []
+        t0 = time.perf_counter()
+        for i in range(100):
+            p = place(PlacementRequest(f"m{i}", 1, 0.3), one64, models)
+            models.append(RunningModel(name=f"m{i}", port=p.port, gpus=p.gpu_indices, memory_fraction=0.3))
+        R["planning: place ×100 on 64 GPUs (ms)"]["ours"].append((time.perf_counter() - t0) * 1000)
+    NOTES.append(f"planning: plan_start placed {placed} of 100 requests on 64 GPUs (each asking its weights' share "
+                 "of a GPU + 6 GiB, 4k context; a request a pod refuses is tried on the next pod)")
+    if theirs is not None:
+        # Their whole "fit" is getModelConfig (GPU count + type name); their GPU choice is a count per GPU.
+        js = ("import {getModelConfig} from '%s';"  # noqa: UP031
+              "import {readFileSync} from 'fs';"
+              "const ids=Object.keys(JSON.parse(readFileSync('%s','utf8')).models);"
+              "const gpus=[...Array(64).keys()].map(i=>({id:i,name:'NVIDIA H100 80GB HBM3',memory:'81559 MiB'}));"
+              "const out=[];for(let r=0;r<%d;r++){const t=performance.now();"
+              "for(let i=0;i<100;i++){const id=ids[i%%ids.length];"
+              "for(let c=gpus.length;c>=1;c--){if(getModelConfig(id,gpus,c))break;}}"
+              "out.push(performance.now()-t);}console.log(JSON.stringify(out));"
+              % (TS_PKG / "dist" / "model-configs.js", TS_PKG / "dist" / "models.json", rounds))
+        out = run(["node", "--input-type=module", "-e", js], timeout=60).stdout
+        R["planning: plan_start, 100 models onto 8 pods × 8 GPUs (ms)"]["theirs"].extend(json.loads(out))
+        NOTES.append("planning, theirs: getModelConfig over GPU counts 64→1 for 100 models (their whole fit check: "
+                     "GPU count and type name, no memory), in node")
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def fmt(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    return f"{min(xs):.2f} / {statistics.median(xs):.2f}"
+
+
+def ratio(a: list[float], b: list[float]) -> str:
+    if not a or not b:
+        return "–"
+    return f"{statistics.median(a) / statistics.median(b):.2f}×"
+
+
+def table() -> str:
+    lines = ["| operation | ours min / median (s) | theirs min / median (s) | floor `ssh pod true` median (s) "
+             "| ours ÷ theirs | ours ÷ floor |", "|---|---|---|---|---|---|"]
+    for op, tools in R.items():
+        if op.startswith("fleet"):
+            continue
+        ours, theirs, fl = tools.get("ours", []), tools.get("theirs", []), tools.get("floor", [])
+        lines.append(f"| {op} | {fmt(ours)} | {fmt(theirs)} | {fmt(fl).split(' / ')[-1]} | {ratio(ours, theirs)} "
+                     f"| {ratio(ours, fl) if fl and not op.startswith('setup') else '–'} |")
+    fleet = [op for op in R if op.startswith("fleet")]
+    if fleet:
+        lines += ["", "| fleet (ours) | pi ×N in parallel min / median (s) | ansible-playbook, one run, forks (s) "
+                      "| ratio to 1 pod (pi ×N / playbook) |", "|---|---|---|---|"]
+        for op in fleet:
+            kind = op.rsplit(",", 1)[0]
+            one = R.get(f"{kind}, 1 pod(s)", {})
+            cli, pb = R[op].get("pi ×N parallel", []), R[op].get("ansible-playbook", [])
+            lines.append(f"| {op} | {fmt(cli)} | {fmt(pb)} | {ratio(cli, one.get('pi ×N parallel', []))} / "
+                         f"{ratio(pb, one.get('ansible-playbook', []))} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    mem = next((int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal")), 0)
+    osr = dict(ln.split("=", 1) for ln in Path("/etc/os-release").read_text().splitlines() if "=" in ln)
+    return (f"{os.cpu_count()} cores, {mem / 2**20:.0f} GiB, {osr.get('PRETTY_NAME', '?').strip(chr(34))}, "
+            f"Python {platform.python_version()}, node {run(['node', '--version']).stdout.strip()}, "
+            "lab pods (systemd-nspawn, 2 × H100 profile)")
+
+
+def write_readme(text: str) -> None:
+    path = BENCH / "README.md"
+    doc = path.read_text()
+    start, end = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
+    if start in doc and end in doc:
+        doc = doc[:doc.index(start) + len(start)] + "\n" + text + "\n" + doc[doc.index(end):]
+    else:
+        doc += f"\n{start}\n{text}\n{end}\n"
+    path.write_text(doc)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per timed operation (local and list: twice that)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds, 1 setup round, 1 fleet round")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({', '.join(SECTIONS)})")
+    ap.add_argument("--setup-rounds", type=int, default=None, help="default: min(rounds, 2)")
+    ap.add_argument("--fleet-rounds", type=int, default=1)
+    ap.add_argument("--write-readme", action="store_true", help="put the table in bench/README.md")
+    a = ap.parse_args()
+    rounds = 2 if a.quick else max(1, min(a.rounds, 20))
+    setup_rounds = 1 if a.quick else max(1, min(a.setup_rounds or min(rounds, 2), 10))
+    fleet_rounds = 1 if a.quick else max(1, min(a.fleet_rounds, 5))
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+
+    started = time.monotonic()
+    lab = Lab()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
+    (tmp / "ours").mkdir()
+    (tmp / "theirs").mkdir()
+    ours, theirs = Ours(lab, tmp / "ours"), Theirs(lab, tmp / "theirs")
+    log(f"config dirs: ours {ours.cfg}, theirs {theirs.cfg}")
+    try:
+        if "local" in only:
+            section_local(ours, theirs, rounds)
+        if "setup" in only:
+            section_setup(lab, ours, theirs, setup_rounds)
+        if {"start", "list"} & set(only):
+            ensure_setup(lab, ours, theirs)
+        if "start" in only:
+            section_start(lab, ours, theirs, rounds)
+        if "list" in only:
+            section_list(lab, ours, theirs, rounds)
+        if "fleet" in only:
+            section_fleet(lab, ours, fleet_rounds, tmp)
+        if "planning" in only:
+            section_planning(theirs, max(rounds, 3))
+    finally:
+        log("cleanup: stopping every model this run started")
+        for pod in FLEET:
+            run(ours.stop_argv(pod), env=ours.env, timeout=300, check=False)
+        if THEIRS in theirs.config()["pods"]:
+            run(theirs.pi("stop"), env=theirs.env, timeout=60, check=False)
+        theirs.kill_engines(THEIRS)
+    load = os.getloadavg()[1]
+    text = (f"Run {time.strftime('%Y-%m-%d %H:%M')} on {machine()}, 5-min load average at the end {load:.1f} "
+            f"(the machine is shared); {rounds} round(s) "
+            f"({setup_rounds} for setup, {fleet_rounds} for the fleet), {time.monotonic() - started:.0f} s in all.\n\n"
+            + table() + ("\n\nNotes:\n" + "\n".join(f"- {n}" for n in NOTES) if NOTES else ""))
+    print(text)
+    (CACHE / "last-run.json").write_text(json.dumps({"results": R, "notes": NOTES, "text": text}, indent=1))
+    if a.write_readme:
+        write_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
