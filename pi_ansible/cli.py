@@ -204,8 +204,7 @@ def pods_setup(name, ssh, mount, models_path, vllm, index_url, hf_endpoint, rein
 
     req = SetupRequest(name=name, ssh=ssh, mount=mount, models_path=models_path, vllm=vllm,
                        index_url=index_url, hf_endpoint=hf_endpoint, reinstall=reinstall)
-    _log(f"Setting up pod {name} ({ssh})")
-    out = setup_pod(req, on_event=printer())
+    out = setup_pod(req, on_event=printer(), on_start=_log)
     if as_json:
         emit_json(out)
         return
@@ -322,7 +321,7 @@ def list_cmd(pod, as_json) -> None:
             gpus = ",".join(map(str, r["gpus"])) or "-"
             click.echo(f"{r['pod']:<10} {r['name']:<14} {r['state']:<9} {gpus:<7} {r['gpu_memory_used_mib'] or 0:>8} "
                        f"{r['restarts']:>8} {format_uptime(r['uptime_s']):>8}  {r['model']:<36} {r['url']}")
-            for line in r.get("last_log", [])[-5:]:
+            for line in r.get("last_log", []):
                 click.echo(f"{'':<10} | {line}")
     for e in errors:
         click.echo(f"Warning: {e}", err=True)
@@ -345,7 +344,7 @@ def logs(name, pod, follow, lines) -> None:
     cmd = f"journalctl -u pi-model-{name}.service -o cat --no-pager -n {lines}" + (" -f" if follow else "")
     if not follow:
         cmd = f"test -e /etc/pi-ansible/models/{name}.json || journalctl -u pi-model-{name}.service -q -n 1 " \
-              f"| grep -q . || {{ echo 'no model named {name} on this pod (see pi list)' >&2; exit 3; }}; " + cmd
+              f"| grep -q . || exit 3; " + cmd
     try:
         rc = subprocess.run(target.argv(cmd)).returncode
     except KeyboardInterrupt:

@@ -46,7 +46,7 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9.
 
 def validate_request(model: str, name: str, memory, context, gpus, vllm_args) -> dict:
     """Every local check of `pi start`'s input (nothing touches a pod before they pass)."""
-    from .planning.cmdline import check_tokens, parse_context, parse_memory
+    from .planning.cmdline import check_passthrough, check_tokens, parse_context, parse_memory
 
     validate_name(name, "model")
     if not _MODEL_ID.match(model or "") or ".." in model:
@@ -60,6 +60,7 @@ def validate_request(model: str, name: str, memory, context, gpus, vllm_args) ->
         raise PiError(f"--gpus {gpus} is out of range: give 1 to 64")
     if vllm_args is not None:
         check_tokens(list(vllm_args), "--vllm")
+        check_passthrough(list(vllm_args))
     from .catalog import load_catalog
 
     load_catalog()  # a broken user catalog is a clear error here, before anything runs

@@ -74,14 +74,17 @@ def validate(req: SetupRequest, store: StateStore):
 
 
 def setup_pod(req: SetupRequest, *, store: StateStore | None = None,
-              on_event: Callable | None = None, env=None) -> dict:
-    """Set up the pod and save it; returns its local state record plus what the run reported."""
+              on_event: Callable | None = None, env=None, on_start: Callable[[str], None] | None = None) -> dict:
+    """Set up the pod and save it; returns its local state record plus what the run reported.
+    on_start(line) is told once the input is valid and the pod answers, before anything changes."""
     from .runner import run_playbook  # keeps ansible_runner off the import path of local commands
 
     store = store or StateStore()
     target = validate(req, store)
     secrets = read_secrets(env)
     ssh.probe(target)
+    if on_start:
+        on_start(f"Setting up pod {req.name} ({req.ssh})")
     inventory = {"all": {"hosts": {req.name: {**target.ansible_vars(),
                                               "ansible_python_interpreter": "auto_silent"}}}}
     secret_vars = {"pod_secrets_hf_token": secrets["HF_TOKEN"], "pod_secrets_api_key": secrets["PI_API_KEY"]}

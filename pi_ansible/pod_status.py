@@ -74,13 +74,17 @@ def parse_journal_json(text: str) -> list[tuple[str, str]]:
 
 
 def crash_log(entries: list[tuple[str, str]], model_name: str, lines: int = 8) -> list[str]:
-    """The lines that say why a crashed model died: the engine's error lines (its last traceback ends far
-    from the cause, so not simply its last lines), then systemd's last two words on the unit."""
-    engine = [m for ident, m in entries if ident == UNIT_PREFIX + model_name]
-    system = [m for ident, m in entries if ident != UNIT_PREFIX + model_name]
-    errors = [m for m in engine if _ERROR_LINE.search(m)]
-    picked = list(dict.fromkeys(reversed(errors or engine)))[: max(lines - 2, 1)]
-    return list(reversed(picked)) + system[-2:]
+    """The lines that say why a crashed model died: the first error lines of the engine's last run (the
+    cause comes first; the tracebacks of the shutdown that follow it bury it), then systemd's last two words
+    on the unit. Without error lines, the last lines of that run."""
+    ident = UNIT_PREFIX + model_name
+    starts = [i for i, (who, m) in enumerate(entries) if who != ident and m.startswith("Started ")]
+    last_run = entries[starts[-1] + 1:] if starts else entries
+    engine = [m for who, m in last_run if who == ident]
+    system = [m for who, m in entries if who != ident]
+    errors = list(dict.fromkeys(m for m in engine if _ERROR_LINE.search(m)))
+    keep = max(lines - 2, 1)
+    return (errors[:keep] if errors else engine[-keep:]) + system[-2:]
 
 
 def parse_listening_ports(tables: list[str]) -> list[int]:

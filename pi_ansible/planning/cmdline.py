@@ -102,6 +102,15 @@ def passthrough_settings(args: list[str]) -> dict:
             "kv_cache_dtype": vllm_args.flag_value(args, "--kv-cache-dtype")}
 
 
+def check_passthrough(extra: list[str]) -> None:
+    """Refuse --vllm arguments that set what pi-ansible manages (host, port, served name, API key, model)."""
+    managed = vllm_args.managed_flags_in(extra)
+    if managed:
+        key_hint = (" The API key goes in the env file as VLLM_API_KEY, never on the command line."
+                    if "--api-key" in managed else "")
+        raise PiError(f"--vllm must not set {', '.join(managed)}: pi-ansible sets them itself.{key_hint}")
+
+
 def check_tokens(tokens: list[str], what: str) -> None:
     for t in tokens:
         if not isinstance(t, str) or _CONTROL.search(t):
@@ -160,11 +169,7 @@ def engine_command(entry, config, *, served_name: str, port: int, memory_fractio
     if vllm_passthrough is not None:
         extra = list(vllm_passthrough)
         check_tokens(extra, "--vllm")
-        managed = vllm_args.managed_flags_in(extra)
-        if managed:
-            key_hint = (" The API key goes in the env file as VLLM_API_KEY, never on the command line."
-                        if "--api-key" in managed else "")
-            raise PiError(f"--vllm must not set {', '.join(managed)}: pi-ansible sets them itself.{key_hint}")
+        check_passthrough(extra)
         if memory_fraction is not None or max_model_len is not None or requested_gpu_count is not None:
             warnings.append(PASSTHROUGH_WARNING)
         if entry.tool_call_parser and not vllm_args.has_flag(extra, "--tool-call-parser"):

@@ -13,7 +13,8 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     ("gated", r"GatedRepoError|Access to model \S+ is restricted|Cannot access gated repo|requires approval",
      "the model is gated: request access on its Hugging Face page, then check that HF_TOKEN belongs to the "
      "account that has access (run `pi pods setup` again after changing HF_TOKEN)"),
-    ("not_found", r"RepositoryNotFoundError|Repository Not Found|does not appear to have a file named config\.json",
+    ("not_found", r"RepositoryNotFoundError|Repository Not Found|Model '[^']+' not found|"
+     r"does not appear to have a file named config\.json",
      "the model id does not exist on the Hub (or is private): check its spelling, e.g. Qwen/Qwen3-8B"),
     ("port_in_use", r"Address already in use",
      "the port is taken by another process on the pod: let pi choose a port, or stop what listens there"),

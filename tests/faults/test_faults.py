@@ -9,107 +9,30 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from pi_ansible.catalog import load_builtin_catalog
-from pi_ansible.lab.servicectl import lab_service_urls
-
 from ..conftest import PI, run_pi
+from .conftest import (
+    SMALL,
+    make_env,
+    model_running,
+    pod_model_files,
+    run_until_line_then,
+    sigint,
+    ssh,
+    state_is_whole,
+)
 
 pytestmark = pytest.mark.lab
-SMALL = "Qwen/Qwen3-0.6B"
-
-
-@pytest.fixture(scope="module")
-def pods(lab):
-    """Fresh pods for this suite: a (interrupts, links), b (setup interrupts, recreated per run)."""
-    run_pi("lab", "up", "--profile", "faults-a=h100x2")
-    status = json.loads(run_pi("lab", "status", "--json").stdout)
-    yield {p["name"]: p for p in status["pods"]}
-    run_pi("lab", "down", "--pod", "faults-a", check=False)
-
-
-def make_env(tmp_path: Path, **catalog_env) -> dict:
-    urls = lab_service_urls()
-    env = {"PI_CONFIG_DIR": str(tmp_path / "pi"), "HF_TOKEN": "hf_faults_token", "PI_API_KEY": "pikey-faults-3c1",
-           "PI_INDEX_URL": urls["index"], "HF_ENDPOINT": urls["hub"]}
-    if catalog_env:
-        override_catalog(Path(env["PI_CONFIG_DIR"]), SMALL, catalog_env)
-    return env
-
-
-def override_catalog(config_dir: Path, model: str, engine_env: dict) -> None:
-    """A user catalog entry whose configs pass lab knobs to the engine double (load time, crashes)."""
-    entry = load_builtin_catalog().get(model)
-    configs = [{"gpu_count": c.gpu_count, "gpu_types": list(c.gpu_types), "args": list(c.args),
-                "env": {**c.env, **engine_env}} for c in entry.configs]
-    config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "models.json").write_text(json.dumps({"version": 1, "models": [{"id": model, "configs": configs}]}))
-
-
-def ssh(pod: dict, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*pod["ssh"].split(), command], capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{command!r}: {proc.stderr}")
-    return proc
-
-
-def pod_model_files(pod: dict) -> tuple[set[str], set[str]]:
-    """(models with a manifest, models with a unit) on the pod."""
-    out = ssh(pod, "ls /etc/pi-ansible/models/ 2>/dev/null; ls /etc/systemd/system/ | grep '^pi-model-' || true").stdout
-    manifests = {f[:-5] for f in out.split() if f.endswith(".json")}
-    units = {f[len("pi-model-"):-len(".service")] for f in out.split() if f.startswith("pi-model-")}
-    return manifests, units
-
-
-def run_until_line_then(args: list[str], env: dict, marker: str, action, timeout: float = 240):
-    """Run `pi ARGS`; when a stderr line contains MARKER, call action(proc); return (rc, stderr)."""
-    proc = subprocess.Popen([PI, *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    fired = threading.Event()
-
-    def pump():
-        for line in proc.stderr:
-            lines.append(line)
-            if marker in line and not fired.is_set():
-                fired.set()
-                action(proc)
-
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        t.join(timeout=10)
-    assert fired.is_set(), f"never saw {marker!r}:\n{''.join(lines)}"
-    return proc.returncode, "".join(lines)
-
-
-def sigint(proc) -> None:
-    proc.send_signal(signal.SIGINT)
-
-
-def state_is_whole(env: dict) -> None:
-    d = Path(env["PI_CONFIG_DIR"])
-    state = d / "pi-ansible.json"
-    if state.exists():
-        json.loads(state.read_text())  # never truncated
-    assert not list(d.glob("*.tmp")) and not list(d.glob(".pi-ansible.json.*")), "no temp file left behind"
 
 
 # -------------------------------------------------------------------------------------------- interrupts
 
-@pytest.mark.parametrize("marker", ["Gather GPU facts with nvidia-smi", "Install uv from its wheel",
-                                    "Create the venv"])
+@pytest.mark.parametrize("marker", ["Gather GPU facts with nvidia-smi", "Install uv from its wheel"])
 def test_sigint_during_pod_setup_leaves_state_whole_and_a_rerun_converges(lab, tmp_path, marker):
     run_pi("lab", "up", "--profile", "faults-b=h100x2")
     try:
@@ -132,20 +55,7 @@ def test_sigint_during_pod_setup_leaves_state_whole_and_a_rerun_converges(lab, t
         run_pi("lab", "down", "--pod", "faults-b", check=False)
 
 
-@pytest.fixture(scope="module")
-def set_up(pods, tmp_path_factory) -> dict:
-    env = make_env(tmp_path_factory.mktemp("faults"), PI_LAB_VLLM_LOAD_SECONDS="6")
-    run_pi("pods", "setup", "fa", pods["faults-a"]["ssh"], "--models-path", "/mnt/models", env=env)
-    return env
-
-
-def model_running(env: dict, name: str) -> dict | None:
-    models = {m["name"]: m for m in json.loads(run_pi("list", "--json", env=env).stdout)["models"]}
-    return models.get(name)
-
-
-@pytest.mark.parametrize("marker", ["Gather GPU facts", "Write the model's manifest, env file",
-                                    "Wait for the download", "Enable and start the model"])
+@pytest.mark.parametrize("marker", ["Gather GPU facts", "Wait for the download", "Enable and start the model"])
 def test_sigint_during_start_then_the_same_command_converges(pods, set_up, marker):
     pod = pods["faults-a"]
     rc, err = run_until_line_then(["start", SMALL, "--name", "tiny"], set_up, marker, sigint)
@@ -220,20 +130,6 @@ def test_an_engine_that_crashes_on_every_start_ends_crashed_with_its_log(pods, t
     assert any("EngineCore encountered a fatal error" in line for line in log), log  # the engine's own cause
     assert any("repeated too quickly" in line for line in log), log  # and why systemd gave up
     run_pi("stop", "crashy", env=env)
-
-
-def test_a_rebooted_pod_brings_every_model_back(pods, set_up):
-    for name in ("one", "two"):
-        run_pi("start", SMALL, "--name", name, "--memory", "40%", env=set_up)
-    run_pi("lab", "restart", "faults-a")
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        states = {n: (model_running(set_up, n) or {}).get("state") for n in ("one", "two")}
-        if set(states.values()) == {"running"}:
-            break
-        time.sleep(2)
-    assert set(states.values()) == {"running"}, states
-    run_pi("stop", env=set_up)
 
 
 # ------------------------------------------------------------------------------------------ concurrency

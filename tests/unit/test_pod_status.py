@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from pi_ansible.pod_status import crash_log, model_state, parse_journal_json, parse_listening_ports, parse_show
+from pi_ansible.pod_status import (
+    crash_log,
+    model_state,
+    parse_journal_json,
+    parse_listening_ports,
+    parse_show,
+)
 
 SHOW = """Id=pi-model-a.service
 LoadState=loaded
@@ -61,23 +67,33 @@ def test_journal_json_decodes_byte_messages_and_skips_junk():
     assert parse_journal_json(text) == [("pi-model-a", "hello"), ("pi-model-a", "café \ufffd")]
 
 
-def test_crash_log_keeps_the_engine_errors_and_systemds_last_words():
+def test_crash_log_keeps_the_first_errors_of_the_last_run_and_systemds_last_words():
+    run = [("pi-model-a", "INFO Starting vLLM API server on http://0.0.0.0:8001"),
+           ("pi-model-a", "ERROR [core.py:1131] EngineCore encountered a fatal error."),
+           ("pi-model-a", "Traceback (most recent call last):"),
+           ("pi-model-a", '  File "v1/engine/core.py", line 1122, in run_engine_core'),
+           ("pi-model-a", "RuntimeError: CUDA error: an illegal memory access was encountered"),
+           ("pi-model-a", "ERROR [async_llm.py:548] AsyncLLM output_handler failed."),
+           ("pi-model-a", "Traceback (most recent call last):"),
+           ("pi-model-a", "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue."),
+           *[("pi-model-a", f"INFO shutdown line {i}") for i in range(30)],
+           ("systemd", "pi-model-a.service: Main process exited, code=exited, status=1/FAILURE")]
     entries = parse_journal_json(journal(
-        ("pi-model-a", "INFO Starting vLLM API server on http://0.0.0.0:8001"),
-        ("pi-model-a", "ERROR [core.py:1131] EngineCore encountered a fatal error."),
-        ("pi-model-a", "RuntimeError: CUDA error: an illegal memory access was encountered"),
-        *[("pi-model-a", f"INFO shutdown line {i}") for i in range(30)],
-        ("systemd", "pi-model-a.service: Main process exited, code=exited, status=1/FAILURE"),
-        ("pi-model-a", "ERROR [core.py:1131] EngineCore encountered a fatal error."),
-        ("pi-model-a", "RuntimeError: CUDA error: an illegal memory access was encountered"),
+        ("systemd", "Started pi-model-a.service - pi-ansible model a."),
+        ("pi-model-a", "ERROR an older run's error"),
+        ("systemd", "Started pi-model-a.service - pi-ansible model a."),
+        *run,
         ("systemd", "pi-model-a.service: Start request repeated too quickly."),
         ("systemd", "Failed to start pi-model-a.service - pi-ansible model a."),
     ))
-    out = crash_log(entries, "a", 8)
-    assert out == ["ERROR [core.py:1131] EngineCore encountered a fatal error.",
-                   "RuntimeError: CUDA error: an illegal memory access was encountered",
-                   "pi-model-a.service: Start request repeated too quickly.",
-                   "Failed to start pi-model-a.service - pi-ansible model a."]
+    assert crash_log(entries, "a", 7) == [
+        "ERROR [core.py:1131] EngineCore encountered a fatal error.",
+        "Traceback (most recent call last):",
+        "RuntimeError: CUDA error: an illegal memory access was encountered",
+        "ERROR [async_llm.py:548] AsyncLLM output_handler failed.",
+        "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.",
+        "pi-model-a.service: Start request repeated too quickly.",
+        "Failed to start pi-model-a.service - pi-ansible model a."]
 
 
 def test_crash_log_without_error_lines_shows_the_engines_last_lines():
