@@ -55,6 +55,7 @@ def model_state(unit: dict[str, str] | None, healthy: bool) -> str:
 
 
 _ERROR_LINE = re.compile(r"Error|ERROR|Traceback|fatal|died|Killed|out of memory")
+_SYSTEMD_WHY = re.compile(r"repeated too quickly|Main process exited|Failed with result|Killed|oom-kill")
 
 
 def parse_journal_json(text: str) -> list[tuple[str, str]]:
@@ -81,10 +82,12 @@ def crash_log(entries: list[tuple[str, str]], model_name: str, lines: int = 8) -
     starts = [i for i, (who, m) in enumerate(entries) if who != ident and m.startswith("Started ")]
     last_run = entries[starts[-1] + 1:] if starts else entries
     engine = [m for who, m in last_run if who == ident]
-    system = [m for who, m in entries if who != ident]
+    system = [m for who, m in last_run if who != ident] or [m for who, m in entries if who != ident]
+    # systemd's words on why the unit stopped, before its bookkeeping ("Stopped …", "Scheduled restart …")
+    why = [m for m in system if _SYSTEMD_WHY.search(m)] or system
     errors = list(dict.fromkeys(m for m in engine if _ERROR_LINE.search(m)))
     keep = max(lines - 2, 1)
-    return (errors[:keep] if errors else engine[-keep:]) + system[-2:]
+    return (errors[:keep] if errors else engine[-keep:]) + why[-2:]
 
 
 def parse_listening_ports(tables: list[str]) -> list[int]:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -63,15 +64,36 @@ def _write_state(lab: LabLayout, pods: dict[str, Pod]) -> None:
     os.replace(tmp, lab.state)
 
 
+LOCK_WAIT_S = 600
+
+
 @contextlib.contextmanager
-def _locked(lab: LabLayout):
+def _locked(lab: LabLayout, wait_s: float = LOCK_WAIT_S):
+    """One `pi lab` change at a time: a second one waits (saying so) rather than failing, up to wait_s."""
     lab.root.mkdir(parents=True, exist_ok=True)
     with open(lab.root / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError("another `pi lab` command is running; wait for it to finish") from None
+        deadline, told = time.monotonic() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"another `pi lab` command has held the lab for {wait_s:.0f} s; wait for it "
+                                   "to finish (or find it with `pgrep -af 'pi lab'`)") from None
+                if not told:
+                    print("Waiting for another `pi lab` command to finish...", file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(0.5)
         yield
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Readers (ssh -F, ansible -i) never see a half-written file, even while another run writes it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
 
 
 def require_root() -> None:
@@ -212,7 +234,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
                 known[parts[0]] = line
     for name, pub in host_keys.items():
         known[pods[name].ip] = f"{pods[name].ip} ssh-ed25519 {pub}"
-    lab.known_hosts.write_text("".join(known[p.ip] + "\n" for p in pods.values() if p.ip in known))
+    _write_atomic(lab.known_hosts, "".join(known[p.ip] + "\n" for p in pods.values() if p.ip in known))
 
     blocks = []
     for p in sorted(pods.values(), key=lambda p: p.slot):
@@ -228,8 +250,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
             f"  ControlPath {lab.root}/cm-%C\n"
             "  ControlPersist 60s\n"
         )
-    lab.ssh_config.write_text("# pi-ansible lab pods (written by `pi lab up`)\n" + "\n".join(blocks))
-    lab.ssh_config.chmod(0o600)
+    _write_atomic(lab.ssh_config, "# pi-ansible lab pods (written by `pi lab up`)\n" + "\n".join(blocks), 0o600)
 
     from .servicectl import lab_service_urls  # only needed once pods exist
 
@@ -249,7 +270,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
             },
         }}}
     }
-    lab.inventory.write_text(json.dumps(inventory, indent=2) + "\n")
+    _write_atomic(lab.inventory, json.dumps(inventory, indent=2) + "\n")
 
 
 def _wait_ssh(lab: LabLayout, pods: list[Pod]) -> None:

@@ -113,37 +113,47 @@ def test_an_engine_that_crashes_on_every_start_ends_crashed_with_its_log(pods, t
     run_pi("pods", "setup", "fa", pods["faults-a"]["ssh"], "--models-path", "/mnt/models", env=env)
     run_pi("stop", env=env)
     run_pi("start", SMALL, "--name", "crashy", "--no-verify", env=env)
-    deadline = time.monotonic() + 180
-    settled = None
-    while time.monotonic() < deadline and settled is None:
-        m = model_running(env, "crashy")
-        failed = ssh(pods["faults-a"], "systemctl is-failed pi-model-crashy", check=False).returncode == 0
-        if m and m["state"] == "crashed" and failed:
-            time.sleep(8)
-            again = model_running(env, "crashy")
-            if again["restarts"] == m["restarts"]:
-                settled = again  # the restart cap stopped the loop
-        time.sleep(2)
-    assert settled, "the engine should end crashed, its restarts capped"
-    assert 4 <= settled["restarts"] <= 6, settled
-    log = settled["last_log"]
-    assert any("EngineCore encountered a fatal error" in line for line in log), log  # the engine's own cause
-    assert any("repeated too quickly" in line for line in log), log  # and why systemd gave up
-    run_pi("stop", "crashy", env=env)
+    try:
+        deadline = time.monotonic() + 180
+        settled = None
+        while time.monotonic() < deadline and settled is None:
+            m = model_running(env, "crashy")
+            failed = ssh(pods["faults-a"], "systemctl is-failed pi-model-crashy", check=False).returncode == 0
+            if m and m["state"] == "crashed" and failed:
+                time.sleep(8)
+                again = model_running(env, "crashy")
+                if again["restarts"] == m["restarts"]:
+                    settled = again  # the restart cap stopped the loop
+            time.sleep(2)
+        assert settled, "the engine should end crashed, its restarts capped"
+        assert 4 <= settled["restarts"] <= 6, settled
+        log = settled["last_log"]
+        assert any("EngineCore encountered a fatal error" in line for line in log), log  # the engine's own cause
+        assert any("repeated too quickly" in line for line in log), log  # and why systemd gave up
+        shown = run_pi("list", env=env).stdout
+        assert "crashed" in shown and "EngineCore encountered a fatal error" in shown, shown
+    finally:
+        run_pi("stop", env=env, check=False)
 
 
 # ------------------------------------------------------------------------------------------ concurrency
 
 def test_two_starts_at_once_get_distinct_gpus_and_ports(pods, set_up):
+    run_pi("stop", env=set_up)  # both GPUs free
     procs = [subprocess.Popen([PI, "start", SMALL, "--name", n, "--json"], env={**os.environ, **set_up},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in ("left", "right")]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
-        outs.append(json.loads(out))
-    assert outs[0]["port"] != outs[1]["port"]
-    assert set(outs[0]["gpus"]).isdisjoint(outs[1]["gpus"])
-    cache = json.loads((Path(set_up["PI_CONFIG_DIR"]) / "pi-ansible.json").read_text())["models"]["fa"]
-    assert {"left", "right"} <= set(cache), "neither run lost the other's state change"
-    run_pi("stop", env=set_up)
+    try:
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-2000:]
+            outs.append(json.loads(out))
+        assert outs[0]["port"] != outs[1]["port"]
+        assert set(outs[0]["gpus"]).isdisjoint(outs[1]["gpus"])
+        cache = json.loads((Path(set_up["PI_CONFIG_DIR"]) / "pi-ansible.json").read_text())["models"]["fa"]
+        assert {"left", "right"} <= set(cache), "neither run lost the other's state change"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        run_pi("stop", env=set_up, check=False)

@@ -95,6 +95,7 @@ TABLE = [
 @pytest.fixture(scope="module")
 def with_model(set_up):
     """The set-up pod with one model running (`keeper`), stopped at the end of the module."""
+    run_pi("stop", env=set_up)
     run_pi("start", SMALL, "--name", "keeper", "--memory", "30%", "--no-verify", env=set_up)
     yield set_up
     run_pi("stop", "keeper", env=set_up, check=False)

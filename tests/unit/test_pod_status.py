@@ -83,7 +83,10 @@ def test_crash_log_keeps_the_first_errors_of_the_last_run_and_systemds_last_word
         ("pi-model-a", "ERROR an older run's error"),
         ("systemd", "Started pi-model-a.service - pi-ansible model a."),
         *run,
+        ("systemd", "pi-model-a.service: Scheduled restart job, restart counter is at 5."),
+        ("systemd", "Stopped pi-model-a.service - pi-ansible model a."),
         ("systemd", "pi-model-a.service: Start request repeated too quickly."),
+        ("systemd", "pi-model-a.service: Failed with result 'exit-code'."),
         ("systemd", "Failed to start pi-model-a.service - pi-ansible model a."),
     ))
     assert crash_log(entries, "a", 7) == [
@@ -93,7 +96,7 @@ def test_crash_log_keeps_the_first_errors_of_the_last_run_and_systemds_last_word
         "ERROR [async_llm.py:548] AsyncLLM output_handler failed.",
         "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.",
         "pi-model-a.service: Start request repeated too quickly.",
-        "Failed to start pi-model-a.service - pi-ansible model a."]
+        "pi-model-a.service: Failed with result 'exit-code'."]
 
 
 def test_crash_log_without_error_lines_shows_the_engines_last_lines():
