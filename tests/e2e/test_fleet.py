@@ -27,6 +27,7 @@ import yaml
 from pi_ansible.lab.servicectl import lab_service_urls
 
 from ..conftest import REPO, _need_root, run_pi
+from ..helpers.checkout import clean_copy
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 PODS = {"fleet-h100": "h100x2", "fleet-h200": "h200x8", "fleet-4090": "rtx4090"}
@@ -217,22 +218,6 @@ def test_the_clis_pods_are_an_inventory_and_pi_list_shows_what_site_started(flee
     assert seen[("fleet-4090", "assistant")]["url"] == f"http://{fleet.pods['fleet-4090']['ip']}:" \
         f"{seen[('fleet-4090', 'assistant')]['port']}/v1"
     assert fleet.models("fleet-4090")["assistant"]["request"]["context"] == 16384
-
-
-def clean_copy(dest: Path) -> Path:
-    """The checkout as a clone would have it (tracked and new files, nothing git ignores)."""
-    ls = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "-co", "--exclude-standard"], capture_output=True,
-                        text=True, check=True)
-    for rel in filter(None, ls.stdout.split("\0")):
-        path = REPO / rel
-        if not os.path.lexists(path):
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            os.symlink(os.readlink(path), dest / rel)
-        else:
-            shutil.copy2(path, dest / rel)
-    return dest
 
 
 def outside_env(tmp: Path, **extra) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from pi_ansible.lab.gpu_profiles import PROFILES
 from pi_ansible.lab.servicectl import lab_service_urls
 
 from ..conftest import PI, run_pi
+from ..helpers.ps import PsSampler
 
 pytestmark = pytest.mark.lab
 HF_CANARY = "hf_CANARYhf7b1d9e0c4a"
@@ -38,34 +38,8 @@ def state_bytes(env) -> bytes | None:
     return p.read_bytes() if p.exists() else None
 
 
-class PsSampler:
-    """Samples `ps` on the controller and on a pod while a command runs (bounded in count and time)."""
-
-    def __init__(self, lab, pod: str, period: float = 0.3, limit: int = 400):
-        self.lab, self.pod, self.period, self.limit = lab, pod, period, limit
-        self.samples: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for _ in range(self.limit):
-            if self._stop.is_set():
-                return
-            self.samples.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
-            self.samples.append(self.lab.ssh(self.pod, "ps -eo args", check=False).stdout)
-            time.sleep(self.period)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def test_setup_the_h100_pod_then_rerun_changes_nothing(lab, pi_env):
-    with PsSampler(lab, "h100x2") as ps:
+    with PsSampler(lambda: lab.ssh("h100x2", "ps -eo args", check=False).stdout) as ps:
         t0 = time.monotonic()
         first = json.loads(setup(lab, "h100", "h100x2", pi_env).stdout)
         first_s = time.monotonic() - t0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,38 +14,13 @@ from pathlib import Path
 import pytest
 
 from ..conftest import run_pi
+from ..helpers.ps import PsSampler
 from .conftest import SMALL, make_env, ssh
 
 pytestmark = pytest.mark.lab
 
 HF_CANARY = "hf_CANARYfaults0d41c9b7e2"
 KEY_CANARY = "pikey-CANARY-faults-77a0c3"
-
-
-class PsSampler:
-    """`ps -eo args` on this machine and on the pod while commands run (bounded in count and time)."""
-
-    def __init__(self, pod: dict, period: float = 0.25, limit: int = 600):
-        self.pod, self.period, self.limit = pod, period, limit
-        self.samples: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for _ in range(self.limit):
-            if self._stop.is_set():
-                return
-            self.samples.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
-            self.samples.append(ssh(self.pod, "ps -eo args", check=False).stdout)
-            time.sleep(self.period)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def status_without_key(url: str, key: str | None) -> int:
@@ -66,7 +40,7 @@ def test_canary_secrets_never_leak_and_endpoints_need_the_key(pods, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     (project / "notes.txt").write_text("the build is green\n")
-    with PsSampler(pod) as ps:
+    with PsSampler(lambda: ssh(pod, "ps -eo args", check=False).stdout) as ps:
         run_pi("pods", "setup", "fa", pod["ssh"], "--models-path", "/mnt/models", env=env)
         run_pi("stop", env=env)
         out = json.loads(run_pi("start", SMALL, "--name", "secret", "--json", env=env).stdout)

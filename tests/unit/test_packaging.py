@@ -35,6 +35,8 @@ import yaml
 
 import pi_ansible
 
+from ..helpers.checkout import clean_copy
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FQCN = "piansible.pods"
@@ -252,20 +254,9 @@ def test_fleet_workflow_is_valid():
 def wheel_build(tmp_path_factory):
     """sdist + wheel from a clean copy of the checkout (tracked and new files, nothing git ignores)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    ls = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "-co", "--exclude-standard"],
-                        capture_output=True, text=True)
-    if ls.returncode != 0:
+    src = clean_copy(tmp / "src")
+    if src is None:
         pytest.skip("not a git checkout")
-    src = tmp / "src"
-    for rel in filter(None, ls.stdout.split("\0")):
-        path = REPO / rel
-        if not os.path.lexists(path):
-            continue
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            os.symlink(os.readlink(path), src / rel)
-        else:
-            shutil.copy2(path, src / rel)
     cmd = [sys.executable, "-m", "build", "--outdir", str(tmp / "dist")]
     if shutil.which("uv", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"):
         cmd += ["--installer", "uv"]
