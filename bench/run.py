@@ -3,10 +3,11 @@
 
     .venv/bin/python bench/run.py [--rounds N] [--quick] [--only SECTION,...] [--write-readme]
 
-Sections (in this order): local, setup, start, list, fleet, planning. Every loop is bounded by the rounds;
-every command has a timeout. Ours and theirs are interleaved within each round (who goes first alternates).
-Results are printed as a table, kept in bench/.cache/last-run.json, and with --write-readme put in
-bench/README.md. Nothing here is asserted in tests.
+Sections (in this order): setup, local, start, list, fleet, planning. Every loop is bounded by the rounds,
+every command has a timeout, and no round starts after --budget seconds (default 900). Ours and theirs are
+interleaved within each round (who goes first alternates). Results are printed as a table, kept in bench/.cache/last-run.json, and with --write-readme put in
+bench/README.md. Nothing here is asserted in tests. Both tools get their own PI_CONFIG_DIR under /tmp (removed at
+the end); the SSH strings pin the bench pods' host keys (see Lab).
 
 Pods (created by the harness with `pi lab up --profile bench-a=h100x2 … bench-d=h100x2`, idempotent):
   bench-a  ours (setup, start/stop, list), first of the fleet
@@ -20,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -39,6 +42,9 @@ ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 TS_VERSION = "0.70.6"
 TS_DIR = CACHE / "tspi"
 TS_PKG = TS_DIR / "node_modules" / "@mariozechner" / "pi"
+# Our Python's bytecode cache, kept here (PYTHONPYCACHEPREFIX) so nothing is written into the repo or the venv. An
+# installed pi has its .pyc files (pip compiles them); without them every run re-compiles click, jsonschema, … .
+PYC = CACHE / "pycache"
 
 PROFILES = ["bench-a=h100x2", "bench-b=h100x2", "bench-c=h100x2", "bench-d=h100x2"]
 OURS, THEIRS, FLEET = "bench-a", "bench-b", ["bench-a", "bench-c", "bench-d"]
@@ -52,9 +58,11 @@ SECTIONS = ["local", "setup", "start", "list", "fleet", "planning"]
 # Rows for an experiment (bench/experiments/): ours with jsonschema kept off the import path, theirs the same runs
 EXP_MARK = "‡ (experiment: no jsonschema import)"
 EXP_PODS = f"pi pods (list pods, local) {EXP_MARK}"
+NOPYC_PODS = "pi pods (list pods, local) § (no bytecode cache, as this machine's env)"
 
 R: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 NOTES: list[str] = []
+LAB = None  # the Lab, once up: out_of_time() checks its pods before every round
 # The whole run's wall-clock budget (main sets it from --budget): a round that would start after it is skipped.
 DEADLINE = float("inf")
 
@@ -63,8 +71,15 @@ class BenchError(RuntimeError):
     pass
 
 
+class LabGone(BenchError):
+    """A bench pod was removed or recreated under us (someone's whole-lab `pi lab down`): the run stops."""
+
+
 def out_of_time(what: str) -> bool:
-    """True (and a note) when the run's budget is spent: the caller skips the rest of its rounds."""
+    """True (and a note) when the run's budget is spent: the caller skips the rest of its rounds. Raises LabGone
+    when a bench pod is no longer the one this run started with (checked before every round)."""
+    if LAB is not None:
+        LAB.check()
     if time.monotonic() < DEADLINE:
         return False
     NOTES.append(f"the run's time budget was spent: {what} skipped")
@@ -113,24 +128,54 @@ def timed_parallel(argvs, *, env=None, timeout=600) -> float:
     return wall
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children and the children they waited for."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 # ------------------------------------------------------------------------------------------------ lab
 
 
 class Lab:
-    def __init__(self, env: dict):
+    """The bench pods. Other work shares the lab: a whole-lab `pi lab down` + `pi lab up` elsewhere can give a
+    bench pod's address to another pod. So every SSH string here pins the bench pods' own host keys (a known_hosts
+    file of this run, StrictHostKeyChecking=yes), Ansible gets a private ControlPath directory (no reuse of
+    another run's master connection to the same address), and check() stops the run when a pod changed."""
+
+    NAMES = (OURS, THEIRS, *FLEET)
+
+    def __init__(self, env: dict, workdir: Path):
+        self.env = env
         log("lab: pi lab up " + " ".join(f"--profile {p}" for p in PROFILES) + " (idempotent; other pods kept)")
         run([PI, "lab", "up", *[x for p in PROFILES for x in ("--profile", p)]], env=env, timeout=600)
-        st = json.loads(run([PI, "lab", "status", "--json"], env=env).stdout)
-        self.pods = {p["name"]: p for p in st["pods"]}
-        for name in [OURS, THEIRS, *FLEET]:
+        self.pods = self._status()
+        for name in self.NAMES:
             if name not in self.pods or not self.pods[name]["ssh_port_open"]:
                 raise BenchError(f"lab pod {name} is not up")
+        lab_known = Path(re.search(r"UserKnownHostsFile=(\S+)", self.pods[OURS]["ssh"])[1])
+        keys = {ln.split()[0]: ln for ln in lab_known.read_text().splitlines() if len(ln.split()) == 3}
+        self.known_hosts = workdir / "known_hosts"
+        self.known_hosts.write_text("".join(keys[self.pods[n]["ip"]] + "\n" for n in dict.fromkeys(self.NAMES)))
+        self.ident = {n: (self.pods[n]["ip"], self.pods[n]["init_pid"]) for n in self.NAMES}
         exports = run([PI, "lab", "env"], env=env).stdout.splitlines()
         lab_env = dict(ln.removeprefix("export ").split("=", 1) for ln in exports if ln.startswith("export "))
         self.index_url, self.hf_endpoint = lab_env["PI_INDEX_URL"], lab_env["HF_ENDPOINT"]
 
+    def _status(self) -> dict:
+        return {p["name"]: p for p in json.loads(run([PI, "lab", "status", "--json"], env=self.env).stdout)["pods"]}
+
+    def check(self) -> None:
+        now = self._status()
+        gone = [n for n in self.ident if n not in now or (now[n]["ip"], now[n]["init_pid"]) != self.ident[n]]
+        if gone:
+            raise LabGone(f"lab pod(s) {', '.join(gone)} were removed or recreated by other work during the run "
+                          "(a whole-lab `pi lab down`?); stopping")
+
     def ssh(self, pod: str) -> str:
-        return self.pods[pod]["ssh"]
+        key = re.search(r"-i (\S+)", self.pods[pod]["ssh"])[1]
+        return (f"ssh -i {key} -o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
+                f"root@{self.pods[pod]['ip']}")
 
     def ssh_argv(self, pod: str, command: str) -> list[str]:
         return [*self.ssh(pod).split(), command]
@@ -147,8 +192,26 @@ class Ours:
     def __init__(self, lab: Lab, cfg: Path):
         self.lab, self.cfg = lab, cfg
         self.env = {**os.environ, "PI_CONFIG_DIR": str(cfg), "HF_TOKEN": HF_TOKEN, "PI_API_KEY": PI_API_KEY,
-                    "PI_INDEX_URL": lab.index_url, "HF_ENDPOINT": lab.hf_endpoint}
+                    "PI_INDEX_URL": lab.index_url, "HF_ENDPOINT": lab.hf_endpoint, "PYTHONPYCACHEPREFIX": str(PYC)}
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(cfg / "cp")
+        # As this machine runs it: PYTHONDONTWRITEBYTECODE=1 and no .pyc anywhere (for one extra row only)
+        self.env_nopyc = {**self.env, "PYTHONDONTWRITEBYTECODE": "1"}
+        self.env_nopyc.pop("PYTHONPYCACHEPREFIX")
         self._catalog()
+        self._compile()
+
+    def _compile(self) -> None:
+        """Untimed, once: the .pyc files an installed pi would have (the rest are written on first use)."""
+        stamp = PYC / ".compiled"
+        if stamp.exists():
+            return
+        log(f"ours: compiling the venv's and pi_ansible's bytecode into {PYC} (once)")
+        site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+        run([PY, "-m", "compileall", "-q", "-j", "0", "-x", r"ansible_collections|ansible_test|/pip/|_pytest|hypothesis",
+             str(site), str(REPO / "pi_ansible")], env=self.env, timeout=600, check=False)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
 
     def _catalog(self) -> None:
         """A user catalog entry overriding MODEL's configs with the engine double's zero load time."""
@@ -321,7 +384,12 @@ def section_local(ours: Ours, theirs: Theirs, rounds: int) -> None:
             R["pi pods (list pods, local)"][tool].append(obj.time(pi("pods"), timeout=60))
         R[EXP_PODS]["ours"].append(ours.time([PY, str(BENCH / "experiments" / "cli_lazy_schema.py"), "pods"],
                                              timeout=60))
-    R[EXP_PODS]["theirs"] = R["pi pods (list pods, local)"]["theirs"]
+        R[NOPYC_PODS]["ours"].append(timed(ours.pi("pods"), env=ours.env_nopyc, timeout=60))
+    R[EXP_PODS]["theirs"] = R[NOPYC_PODS]["theirs"] = R["pi pods (list pods, local)"]["theirs"]
+    NOTES.append("§ this machine sets PYTHONDONTWRITEBYTECODE=1 and the venv holds no .pyc files, so every `pi` run "
+                 "would compile click, jsonschema, … from source; all our rows run with a bytecode cache "
+                 "(PYTHONPYCACHEPREFIX=bench/.cache/pycache, compiled once, untimed), as an installed pi has. "
+                 "The § row is `pi pods` without it.")
     NOTES.append("‡ rows are an experiment, not the product: our CLI run through bench/experiments/cli_lazy_schema.py "
                  "(`pi pods`) or list_fast.py --lazy-schema (`pi list`), with a stub jsonschema that validates "
                  "nothing. pi_ansible.state imports jsonschema (≈0.15–0.2 s here, with attrs and referencing) and "
@@ -464,29 +532,40 @@ def section_fleet(lab: Lab, ours: Ours, rounds: int, tmp: Path) -> None:
             pods = FLEET[:n]
             log(f"fleet round {i + 1}/{rounds}: {n} pod(s) {pods}")
             ours.wipe(pods)
-            R[f"fleet: setup first run, {n} pod(s)"]["pi ×N parallel"].append(
-                timed_parallel([ours.setup_argv(p) for p in pods], env=ours.env))
-            R[f"fleet: setup re-run, {n} pod(s)"]["pi ×N parallel"].append(
-                timed_parallel([ours.setup_argv(p) for p in pods], env=ours.env))
+
+            def record(op: str, tool: str, fn, n=n) -> None:
+                c0 = children_cpu()
+                R[f"fleet: {op}, {n} pod(s)"][tool].append(fn())
+                R[f"fleet: {op}, {n} pod(s)"][f"cpu {tool}"].append(children_cpu() - c0)
+
+            def par(argvs):
+                return lambda: timed_parallel(argvs, env=ours.env)
+
+            def playbook(argv):
+                return lambda: timed(argv, env=ours.playbook_env, timeout=600)
+
+            record("setup first run", "pi ×N parallel", par([ours.setup_argv(p) for p in pods]))
+            record("setup re-run", "pi ×N parallel", par([ours.setup_argv(p) for p in pods]))
             inv = ours.inventory(pods, tmp / f"inv{n}.json")
             req = SetupRequest(name="fleet", ssh=lab.ssh(pods[0]), models_path=MODELS_PATH,
                                index_url=lab.index_url, hf_endpoint=lab.hf_endpoint)
             argv = ours.playbook_argv("pod_setup.yml", inv, extravars(req),
                                       {"pod_secrets_hf_token": HF_TOKEN, "pod_secrets_api_key": PI_API_KEY}, tmp)
-            R[f"fleet: setup re-run, {n} pod(s)"]["ansible-playbook"].append(
-                timed(argv, env=ours.playbook_env, timeout=600))
+            record("setup re-run", "ansible-playbook", playbook(argv))
             name = f"f{i}"
-            R[f"fleet: start, {n} pod(s)"]["pi ×N parallel"].append(
-                timed_parallel([ours.start_argv(p, name) for p in pods], env=ours.env))
-            R[f"fleet: stop, {n} pod(s)"]["pi ×N parallel"].append(
-                timed_parallel([ours.stop_argv(p, name) for p in pods], env=ours.env))
+            record("start", "pi ×N parallel", par([ours.start_argv(p, name) for p in pods]))
+            record("stop", "pi ×N parallel", par([ours.stop_argv(p, name) for p in pods]))
             request = {"model": MODEL, "name": name + "p", "memory": "45%", "context": "16k", "gpus": None,
                        "vllm_args": None, "verify": True, "started_by": "bench/run.py"}
             secrets = {"model_service_api_key": PI_API_KEY, "model_service_hf_token": HF_TOKEN}
             argv = ours.playbook_argv("model_start.yml", inv, {"model_start": request}, secrets, tmp)
-            R[f"fleet: start, {n} pod(s)"]["ansible-playbook"].append(timed(argv, env=ours.playbook_env, timeout=600))
+            record("start", "ansible-playbook", playbook(argv))
             argv = ours.playbook_argv("model_stop.yml", inv, {"model_stop_names": [name + "p"]}, {}, tmp)
-            R[f"fleet: stop, {n} pod(s)"]["ansible-playbook"].append(timed(argv, env=ours.playbook_env, timeout=600))
+            record("stop", "ansible-playbook", playbook(argv))
+    NOTES.append(f"fleet: this machine has {os.cpu_count()} cores, shared by the controller (pi, ansible-playbook, "
+                 "ssh) and the lab pods themselves (containers: sshd and Ansible's modules on the pod run on the "
+                 "same cores). The CPU columns count the controller side only; N pods at once cannot take less "
+                 "than (their CPU ÷ cores), so on 2 cores the fleet ratios measure CPU, not waiting on pods.")
 
 
 def section_planning(theirs: Theirs | None, rounds: int) -> None:
@@ -586,14 +665,16 @@ def table() -> str:
                      f"| {ratio(ours, fl) if fl else '–'} |")
     fleet = [op for op in R if op.startswith("fleet")]
     if fleet:
-        lines += ["", "| fleet (ours) | pi ×N in parallel min / median (s) | ansible-playbook, one run, forks (s) "
-                      "| ratio to 1 pod (pi ×N / playbook) |", "|---|---|---|---|"]
+        lines += ["", "| fleet (ours) | pi ×N in parallel min / median (s) | its controller CPU median (s) "
+                      "| ansible-playbook, one run, forks (s) | its controller CPU median (s) "
+                      "| ratio to 1 pod (pi ×N / playbook) |", "|---|---|---|---|---|---|"]
         for op in fleet:
             kind = op.rsplit(",", 1)[0]
             one = R.get(f"{kind}, 1 pod(s)", {})
             cli, pb = R[op].get("pi ×N parallel", []), R[op].get("ansible-playbook", [])
-            lines.append(f"| {op} | {fmt(cli)} | {fmt(pb)} | {ratio(cli, one.get('pi ×N parallel', []))} / "
-                         f"{ratio(pb, one.get('ansible-playbook', []))} |")
+            cpu = [fmt(R[op].get(f"cpu {t}", [])).split(" / ")[-1] for t in ("pi ×N parallel", "ansible-playbook")]
+            lines.append(f"| {op} | {fmt(cli)} | {cpu[0]} | {fmt(pb)} | {cpu[1]} "
+                         f"| {ratio(cli, one.get('pi ×N parallel', []))} / {ratio(pb, one.get('ansible-playbook', []))} |")
     return "\n".join(lines)
 
 
@@ -630,6 +711,9 @@ def targets() -> str:
         three = med(f"fleet: {kind}, 3 pod(s)", "pi ×N parallel")
         check(f"fleet {kind}, 3 pods at once ÷ 1 pod (pi ×3 in parallel)",
               three / one if one and three is not None else None, 1.5, "×", strict=True)
+        one, three = med(f"fleet: {kind}, 1 pod(s)", "ansible-playbook"), med(f"fleet: {kind}, 3 pod(s)", "ansible-playbook")
+        if one and three is not None:
+            check(f"fleet {kind}, 3 pods at once ÷ 1 pod (one ansible-playbook run)", three / one, 1.5, "×", strict=True)
     return "\n".join(out)
 
 
@@ -653,16 +737,36 @@ def write_readme(text: str) -> None:
     path.write_text(doc)
 
 
+def cleanup(lab: Lab, ours: Ours, theirs: Theirs, remote: bool) -> None:
+    """Stop every model this run started (not when the pods changed under us: they are not ours any more)."""
+    if not remote:
+        log("cleanup: skipped (the bench pods changed under the run)")
+        return
+    log("cleanup: stopping every model this run started")
+    listed = {p["name"] for p in json.loads(run(ours.pi("pods", "list", "--json"), env=ours.env,
+                                                check=False).stdout or '{"pods": []}')["pods"]}
+    for pod in FLEET:
+        if pod in listed:
+            run(ours.stop_argv(pod), env=ours.env, timeout=300, check=False)
+    if THEIRS in theirs.config()["pods"]:
+        run(theirs.pi("stop"), env=theirs.env, timeout=60, check=False)
+    try:
+        theirs.kill_engines(THEIRS)
+    except BenchError as e:
+        log(f"cleanup: could not check {THEIRS} for engines left running: {e}")
+
+
 def main() -> int:
-    global DEADLINE
+    global DEADLINE, LAB
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds per timed operation (local and list: twice that)")
     ap.add_argument("--quick", action="store_true", help="2 rounds, 1 setup round, 1 fleet round")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({', '.join(SECTIONS)})")
     ap.add_argument("--setup-rounds", type=int, default=None, help="default: min(rounds, 2)")
     ap.add_argument("--fleet-rounds", type=int, default=1)
-    ap.add_argument("--budget", type=float, default=1500,
-                    help="seconds for the whole run: rounds that would start later are skipped (default 1500)")
+    ap.add_argument("--budget", type=float, default=900,
+                    help="seconds for the whole run: rounds that would start later are skipped (default 900)")
+    ap.add_argument("--note", action="append", default=[], help="a note to print with the table (repeatable)")
     ap.add_argument("--write-readme", action="store_true", help="put the table in bench/README.md")
     a = ap.parse_args()
     rounds = 2 if a.quick else max(1, min(a.rounds, 20))
@@ -673,6 +777,8 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
 
+    NOTES.extend(a.note)
+    load_start = os.getloadavg()[0]
     started = time.monotonic()
     DEADLINE = started + max(60.0, a.budget)
     # Our own config directories, under /tmp (never ~/.pi), removed at the end.
@@ -680,51 +786,53 @@ def main() -> int:
     (tmp / "ours").mkdir()
     (tmp / "theirs").mkdir()
     CACHE.mkdir(parents=True, exist_ok=True)
-    lab = Lab({**os.environ, "PI_CONFIG_DIR": str(tmp / "ours")})
+    lab = LAB = Lab({**os.environ, "PI_CONFIG_DIR": str(tmp / "ours")}, tmp)
     ours, theirs = Ours(lab, tmp / "ours"), Theirs(lab, tmp / "theirs")
     log(f"config dirs: ours {ours.cfg}, theirs {theirs.cfg}")
 
     def section(name: str, fn, *args) -> None:
         if name not in only:
             return
+        lab.check()
         try:
             fn(*args)
+        except LabGone:
+            raise
         except BenchError as e:  # the other sections still run; the failure is in the notes
+            lab.check()  # … unless the failure came from a pod that changed under us
             log(f"{name}: FAILED: {e}")
             NOTES.append(f"section {name} failed: " + str(e).splitlines()[0][:300])
 
+    aborted = None
     try:
         section("setup", section_setup, lab, ours, theirs, setup_rounds)
         if {"local", "start", "list"} & set(only):
             # both tools list one registered pod in `pi pods`; start and list need the pods set up
+            lab.check()
             ensure_setup(lab, ours, theirs)
         section("local", section_local, ours, theirs, rounds)
         section("start", section_start, lab, ours, theirs, rounds)
         section("list", section_list, lab, ours, theirs, rounds)
         section("fleet", section_fleet, lab, ours, fleet_rounds, tmp)
         section("planning", section_planning, theirs, max(rounds, 3))
+    except LabGone as e:
+        aborted = str(e)
+        log(f"ABORTED: {e}")
+        NOTES.insert(0, f"ABORTED, results incomplete: {e}")
     finally:
-        log("cleanup: stopping every model this run started")
-        listed = {p["name"] for p in json.loads(run(ours.pi("pods", "list", "--json"), env=ours.env,
-                                                    check=False).stdout or '{"pods": []}')["pods"]}
-        for pod in FLEET:
-            if pod in listed:
-                run(ours.stop_argv(pod), env=ours.env, timeout=300, check=False)
-        if THEIRS in theirs.config()["pods"]:
-            run(theirs.pi("stop"), env=theirs.env, timeout=60, check=False)
-        try:
-            theirs.kill_engines(THEIRS)
-        except BenchError as e:
-            log(f"cleanup: could not check {THEIRS} for engines left running: {e}")
+        cleanup(lab, ours, theirs, remote=aborted is None)
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()[1]
-    text = (f"Run {time.strftime('%Y-%m-%d %H:%M')} on {machine()}, 5-min load average at the end {load:.1f} "
-            f"(the machine is shared); {rounds} round(s) "
+    text = (f"Run {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; load average (1 min) at the start "
+            f"{load_start:.1f}, (5 min) at the end {load:.1f} (the machine is shared); {rounds} round(s) "
             f"({setup_rounds} for setup, {fleet_rounds} for the fleet), {time.monotonic() - started:.0f} s in all.\n\n"
             + table() + "\n\n" + targets()
             + ("\n\nNotes:\n" + "\n".join(f"- {n}" for n in NOTES) if NOTES else ""))
     print(text)
     (CACHE / "last-run.json").write_text(json.dumps({"results": R, "notes": NOTES, "text": text}, indent=1))
+    if aborted:
+        log("not writing bench/README.md: the run was aborted")
+        return 1
     if a.write_readme:
         write_readme(text)
     return 0

@@ -340,17 +340,27 @@ def logs(name, pod, follow, lines) -> None:
 
     validate_name(name, "model")
     state = _store().load()
-    target = state.target(_model_pod(state, name, pod))
+    pod_name = _model_pod(state, name, pod)
+    target = state.target(pod_name)
     cmd = f"journalctl -u pi-model-{name}.service -o cat --no-pager -n {lines}" + (" -f" if follow else "")
     if not follow:
         cmd = f"test -e /etc/pi-ansible/models/{name}.json || journalctl -u pi-model-{name}.service -q -n 1 " \
               f"| grep -q . || exit 3; " + cmd
+    argv = target.argv(cmd)
+    argv[1:1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    err = ""
     try:
-        rc = subprocess.run(target.argv(cmd)).returncode
+        proc = subprocess.run(argv, stderr=subprocess.PIPE, text=True)  # log lines stream to stdout
+        rc, err = proc.returncode, proc.stderr or ""
     except KeyboardInterrupt:
         rc = 0  # Ctrl+C ends the follow, not an error
     if rc == 3:
-        raise click.ClickException(f"no model named {name!r} on that pod; see `pi list`")
+        raise click.ClickException(f"no model named {name!r} on pod {pod_name}; see `pi list`")
+    if rc == 255:  # ssh's own failure, not the remote command's
+        why = err.strip().splitlines()[-1] if err.strip() else "ssh failed"
+        raise click.ClickException(f"cannot reach pod {pod_name} over SSH ({why}); check that it is running: "
+                                   f"pi ssh {pod_name} true")
+    sys.stderr.write(err)
     sys.exit(0 if follow else rc)
 
 

@@ -163,7 +163,8 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     plan = result.facts.get(pod, {}).get("model_start_plan", {})
     manifest = {"name": request["name"], "model": request["model"], "port": plan.get("model_service_port"),
                 "gpus": plan.get("model_service_gpus"), "served_name": plan.get("model_service_served_name"),
-                **plan.get("model_service_manifest_extra", {})}
+                "args": plan.get("model_service_args"), "unit": f"pi-model-{request['name']}.service",
+                **plan.get("model_service_manifest_extra", {})}  # as the pod's manifest: `pi list` keeps it as is
     with store.transaction() as state:
         state.models.setdefault(pod, {})[request["name"]] = manifest
     return {"pod": pod, "name": request["name"], "model": request["model"], "port": manifest["port"],

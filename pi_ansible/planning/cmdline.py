@@ -109,6 +109,7 @@ def check_passthrough(extra: list[str]) -> None:
         key_hint = (" The API key goes in the env file as VLLM_API_KEY, never on the command line."
                     if "--api-key" in managed else "")
         raise PiError(f"--vllm must not set {', '.join(managed)}: pi-ansible sets them itself.{key_hint}")
+    passthrough_settings(extra)  # numbers it sets (memory share, length, parallelism) parse, or a PiError
 
 
 def check_tokens(tokens: list[str], what: str) -> None:

@@ -47,7 +47,8 @@ TABLE = [
     ("setup-unreachable", ["pods", "setup", "p2", UNREACHABLE, "--models-path", "/m"], "10.77.0.250"),
     ("setup-closed-port", ["pods", "setup", "p2", "ssh -p 2 root@127.0.0.1", "--models-path", "/m"],
      "nothing listens for SSH"),
-    ("setup-existing-name-other-host", ["pods", "setup", "fa", "ssh root@10.77.0.99", "--models-path", "/m"], "fa"),
+    ("setup-existing-name-other-host", ["pods", "setup", "fa", "ssh root@10.77.0.99", "--models-path", "/m"],
+     "cannot reach root@10.77.0.99"),
     # pods, ssh, shell: unknown pods
     ("active-unknown", ["pods", "active", "nope"], "no pod named 'nope'"),
     ("remove-unknown", ["pods", "remove", "nope"], "no pod named 'nope'"),
@@ -81,12 +82,13 @@ TABLE = [
     ("start-does-not-fit", ["start", "Qwen/Qwen3-235B-A22B", "--name", "x"], "GPU"),
     ("start-vllm-port", ["start", GOOD, "--name", "x", "--vllm", "--port", "22"], "--vllm must not set --port"),
     ("start-vllm-api-key", ["start", GOOD, "--name", "x", "--vllm", "--api-key", "leak"], "VLLM_API_KEY"),
-    ("start-vllm-shell", ["start", GOOD, "--name", "x", "--vllm", "--max-model-len", "$(reboot)"], "--vllm"),
+    ("start-vllm-shell", ["start", GOOD, "--name", "x", "--vllm", "--max-model-len", "$(reboot)"],
+     "--max-model-len '$(reboot)' is not a token count"),
     # stop, logs, agent: names and unknown models
     ("stop-name-shell", ["stop", "a;b"], "invalid model name"),
     ("stop-unknown", ["stop", "nope"], "no model named nope"),
     ("logs-name-path", ["logs", "../x"], "invalid model name"),
-    ("logs-unknown", ["logs", "nope"], "no model named 'nope'"),
+    ("logs-unknown", ["logs", "nope"], "no model named 'nope' on pod fa"),
     ("agent-unknown", ["agent", "nope", "hi"], "no model named 'nope'"),
     ("agent-pod-unknown", ["agent", "keeper", "hi", "--pod", "nope"], "no pod named 'nope'"),
 ]
@@ -99,6 +101,13 @@ def with_model(set_up):
     run_pi("start", SMALL, "--name", "keeper", "--memory", "30%", "--no-verify", env=set_up)
     yield set_up
     run_pi("stop", "keeper", env=set_up, check=False)
+
+
+@pytest.fixture(scope="module")
+def baseline(pods, with_model):
+    """(state file bytes, pod fingerprint) with `keeper` running, after `pi list` brought the cache up to date."""
+    run_pi("list", env=with_model)
+    return (Path(with_model["PI_CONFIG_DIR"]) / "pi-ansible.json").read_bytes(), pod_fingerprint(pods["faults-a"])
 
 
 def pod_fingerprint(pod: dict) -> str:
@@ -117,10 +126,10 @@ def check_refused(proc, says: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "says"), [pytest.param(a, s, id=i) for i, a, s in TABLE])
-def test_bad_input_is_one_error_and_changes_nothing(pods, with_model, args, says):
+def test_bad_input_is_one_error_and_changes_nothing(pods, with_model, baseline, args, says):
     pod = pods["faults-a"]
     state = Path(with_model["PI_CONFIG_DIR"]) / "pi-ansible.json"
-    before_state, before_pod = state.read_bytes(), pod_fingerprint(pod)
+    before_state, before_pod = baseline  # each case leaves them as they were, so the next compares with the same
     argv = [a.replace("{ssh}", pod["ssh"]) for a in args]
     proc = run_pi(*argv, env=with_model, check=False, timeout=180, stdin=subprocess.DEVNULL)
     check_refused(proc, says)
