@@ -7,15 +7,10 @@ Stands in a stub `jsonschema` whose validators report no error: valid only for a
 """
 
 import sys
-import types
 
-stub = types.ModuleType("jsonschema")
-stub.validators = types.SimpleNamespace(validator_for=lambda schema: type(
-    "V", (), {"__init__": lambda self, *a, **k: None, "iter_errors": lambda self, doc: iter(()),
-              "check_schema": staticmethod(lambda s: None)}))
-stub.exceptions = types.SimpleNamespace(best_match=lambda errors: None)
-stub.protocols = types.SimpleNamespace(Validator=object)
-sys.modules["jsonschema"] = stub
+import jsonschema_stub  # beside this file
+
+jsonschema_stub.install()
 
 from pi_ansible.cli import main  # noqa: E402
 

@@ -12,13 +12,9 @@ import types
 args = sys.argv[1:]
 if "--lazy-schema" in args:
     args.remove("--lazy-schema")
-    stub = types.ModuleType("jsonschema")
-    stub.validators = types.SimpleNamespace(validator_for=lambda schema: type(
-        "V", (), {"__init__": lambda self, *a, **k: None, "iter_errors": lambda self, doc: iter(()),
-                  "check_schema": staticmethod(lambda s: None)}))
-    stub.exceptions = types.SimpleNamespace(best_match=lambda errors: None)
-    stub.protocols = types.SimpleNamespace(Validator=object)
-    sys.modules["jsonschema"] = stub
+    import jsonschema_stub  # beside this file
+
+    jsonschema_stub.install()
 if "--persist" in args:
     args.remove("--persist")
     from pi_ansible import model_list

@@ -59,9 +59,8 @@ def _read_state(lab: LabLayout) -> dict[str, Pod]:
 
 
 def _write_state(lab: LabLayout, pods: dict[str, Pod]) -> None:
-    tmp = lab.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pods": [asdict(p) for p in sorted(pods.values(), key=lambda p: p.slot)]}, indent=2))
-    os.replace(tmp, lab.state)
+    _write_atomic(lab.state, json.dumps({"pods": [asdict(p) for p in sorted(pods.values(), key=lambda p: p.slot)]},
+                                        indent=2))
 
 
 LOCK_WAIT_S = 600
