@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-import jsonschema
-
 from .errors import PiError
 from .paths import config_dir
 from .sshargs import SshTarget, parse_ssh, suggest_name, validate_name
@@ -43,7 +41,9 @@ def _hook(stage: str) -> None:
 
 
 @cache
-def _validator() -> jsonschema.protocols.Validator:
+def _validator():
+    import jsonschema  # only to explain a malformed file: its import costs every command 0.1-0.2 s
+
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
@@ -130,14 +130,80 @@ class State:
         self.active = name
 
 
+_POD_KEYS = frozenset(("ssh", "target", "gpus", "driver_version", "cuda_version", "engine_variant", "vllm_version",
+                       "models_path", "set_up_at", "origin"))
+_TARGET_KEYS = frozenset(("user", "host", "port", "identity_file", "options"))
+_GPU_KEYS = frozenset(("index", "uuid", "name", "memory_total_mib"))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_name(v) -> bool:
+    # the schema's pattern, searched as JSON Schema does (re.search: `$` also matches before a final newline)
+    return isinstance(v, str) and 1 <= len(v) <= 63 and re.search(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$", v) is not None
+
+
+def _nullable_str(v) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _pod_conforms(pod) -> bool:
+    if not isinstance(pod, dict) or pod.keys() != _POD_KEYS:
+        return False
+    t = pod["target"]
+    if not (isinstance(pod["ssh"], str) and pod["ssh"] and isinstance(t, dict) and t.keys() == _TARGET_KEYS
+            and isinstance(t["user"], str) and t["user"] and isinstance(t["host"], str) and t["host"]
+            and (t["port"] is None or (_is_int(t["port"]) and 1 <= t["port"] <= 65535))
+            and _nullable_str(t["identity_file"]) and isinstance(t["options"], list)):
+        return False
+    for opt in t["options"]:
+        if not (isinstance(opt, list) and len(opt) == 2 and all(isinstance(x, str) and x for x in opt)):
+            return False
+    if not isinstance(pod["gpus"], list):
+        return False
+    for g in pod["gpus"]:
+        if not (isinstance(g, dict) and g.keys() == _GPU_KEYS and _is_int(g["index"]) and g["index"] >= 0
+                and _nullable_str(g["uuid"]) and isinstance(g["name"], str)
+                and (g["memory_total_mib"] is None or (_is_int(g["memory_total_mib"]) and g["memory_total_mib"] >= 0))):
+            return False
+    return (all(_nullable_str(pod[k]) for k in ("driver_version", "cuda_version", "vllm_version", "set_up_at"))
+            and pod["engine_variant"] in VARIANTS and pod["origin"] in ("setup", "pi-import")
+            and (pod["models_path"] is None or (isinstance(pod["models_path"], str) and pod["models_path"].startswith("/"))))
+
+
+def conforms(doc) -> bool:
+    """state.schema.json, checked by hand: reading the file on every command must not import jsonschema.
+    True only where the schema holds (tests/unit/test_state.py compares the two on many documents); on False,
+    jsonschema explains what is wrong."""
+    if not (isinstance(doc, dict) and doc.keys() == {"version", "active", "pods", "models"}):
+        return False
+    if not (_is_int(doc["version"]) and doc["version"] == 1 and (doc["active"] is None or _is_name(doc["active"]))):
+        return False
+    pods, models = doc["pods"], doc["models"]
+    if not (isinstance(pods, dict) and all(_is_name(k) and _pod_conforms(v) for k, v in pods.items())):
+        return False
+    if not isinstance(models, dict):
+        return False
+    for pod_name, per_pod in models.items():
+        if not (_is_name(pod_name) and isinstance(per_pod, dict)
+                and all(_is_name(k) and isinstance(v, dict) for k, v in per_pod.items())):
+            return False
+    return True
+
+
 def check_document(doc) -> str | None:
     """What is wrong with a state document (schema, then what a schema cannot say), or None."""
     if isinstance(doc, dict) and isinstance(doc.get("version"), int) and doc["version"] > VERSION:
         return (f"version {doc['version']} was written by a newer pi-ansible (this one reads version {VERSION}); "
                 "upgrade pi-ansible")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
-    if error is not None:
-        return f"at {_where(error.absolute_path)}: {_short(error.message)}"
+    if not conforms(doc):
+        import jsonschema
+
+        error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+        if error is not None:
+            return f"at {_where(error.absolute_path)}: {_short(error.message)}"
     for name, pod in doc["pods"].items():
         # JSON Schema patterns are searched with Python's re, where `$` also matches before a final newline
         if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", name):

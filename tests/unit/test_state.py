@@ -510,3 +510,75 @@ def test_import_of_a_missing_pods_json(tmp_path, monkeypatch):
 
 def test_hook_is_off_by_default():
     assert state_mod._test_hook is None
+
+
+# --- the hand-written check on read (no jsonschema import) against the schema itself --------------------------
+
+_ODD_VALUES = [None, True, False, 0, 1, -1, 70000, 1.5, "", "x", "Bad_Name", "ok\n", "/abs", "rel", [], [""],
+               [["a"]], [["a", ""]], [["a", "b"]], {}, {"k": 1}, "a" * 64]
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*prefix, i))
+
+
+def _mutations(doc):
+    """Every path of DOC set to every odd value, removed, and given an unknown sibling key."""
+    import copy
+
+    for path in _paths(doc):
+        if not path:
+            continue
+        *parent_path, last = path
+        for value in [*_ODD_VALUES, "__remove__", "__extra__"]:
+            d = copy.deepcopy(doc)
+            parent = d
+            for p in parent_path:
+                parent = parent[p]
+            if value == "__remove__":
+                parent.pop(last)
+            elif value == "__extra__":
+                if not isinstance(parent, dict):
+                    continue
+                parent["unknown-key"] = {}
+            else:
+                parent[last] = value
+            yield path, value, d
+
+
+def test_hand_check_never_accepts_what_the_schema_refuses():
+    import jsonschema
+
+    validator = state_mod._validator()
+    base = good_doc()
+    base["pods"]["dc2"] = record("ssh -i /k -o ConnectTimeout=5 admin@gpu.example.com")
+    base["pods"]["dc2"]["models_path"] = None
+    assert state_mod.conforms(base) and validator.is_valid(base)
+    checked = disagreed = 0
+    for path, value, doc in _mutations(base):
+        schema_ok = validator.is_valid(doc)
+        hand_ok = state_mod.conforms(doc)
+        checked += 1
+        assert not hand_ok or schema_ok, f"hand check accepts {path}={value!r}, the schema does not"
+        disagreed += schema_ok and not hand_ok
+        if not schema_ok:  # the message still comes from jsonschema
+            assert check_document(doc) is not None
+    assert checked > 1000
+    # Conservative only in corners (e.g. 1.0 for an integer): then jsonschema decides and the file is accepted.
+    assert disagreed < checked // 20
+    assert jsonschema  # imported here, never by the read path (test_read_path_does_not_import_jsonschema)
+
+
+def test_read_path_does_not_import_jsonschema(store):
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_text(json.dumps(good_doc()))
+    code = ("import sys; from pi_ansible.state import StateStore; "
+            f"StateStore({str(store.path)!r}).load(); print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
