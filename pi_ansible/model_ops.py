@@ -127,24 +127,18 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     target = store.load().target(pod)
     secrets = read_secrets(env)
     name = request["name"]
-    followers = {
-        "Download the model weights": RemoteFollower(
-            target, f"tail -F -n +1 /run/pi-ansible/download-{name}.log 2>/dev/null", on_log),
-        "Mark where the model's new log lines start": RemoteFollower(
-            target, f"journalctl -u pi-model-{name}.service -f -n 0 -o cat --no-pager", on_log),
-    } if on_log else {}
-
-    def events(ev) -> None:
-        for task, follower in followers.items():
-            if ev.host is None and ev.status == "started" and ev.task.startswith(task):
-                follower.start()
-            if ev.host and ev.task.startswith("Wait for the download") and task.startswith("Download"):
-                follower.stop()  # the download is over: its log has nothing more to say
-        if on_event:
-            on_event(ev)
+    # Both followers start with the run (the engine's journal from now on; the download log, cleared first,
+    # only gets lines when this start downloads), well before the start task reaches either.
+    followers = [
+        RemoteFollower(target, f"rm -f /run/pi-ansible/download-{name}.log; "
+                               f"tail -F -n +1 /run/pi-ansible/download-{name}.log 2>/dev/null", on_log),
+        RemoteFollower(target, f"journalctl -u pi-model-{name}.service -f -n 0 -o cat --no-pager", on_log),
+    ] if on_log else []
 
     who = f"pi start ({getpass.getuser()}@{socket.gethostname()})"
     token = secrets_mod.token_hex(8)
+    for follower in followers:
+        follower.start()
     try:
         result = run_playbook(
             "model_start.yml", inventory=_inventory(pod, target),
@@ -152,13 +146,13 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
                                        "existing": "resume"}},
             secret_vars={"model_service_api_key": secrets["PI_API_KEY"],
                          "model_service_hf_token": secrets["HF_TOKEN"]},
-            on_event=events, label=f"{pod}-{request['name']}",
+            on_event=on_event, label=f"{pod}-{request['name']}",
             what=f"starting {request['model']} as {request['name']} on pod {pod}")
     except Interrupted:
         release_placement_lock(target, token)
         raise
     finally:
-        for follower in followers.values():
+        for follower in followers:
             follower.stop()
     plan = result.facts.get(pod, {}).get("model_start_plan", {})
     manifest = {"name": request["name"], "model": request["model"], "port": plan.get("model_service_port"),

@@ -1,6 +1,6 @@
 """Recognise why an engine failed to start (or a download failed) from its log, and say what to try.
 
-Pure and stdlib-only: the `pi_model_wait` module imports it on the pod, and the CLI uses it on
+Pure and stdlib-only: the `pi_model_service` module imports it on the pod, and the CLI uses it on
 logs it reads. Patterns are vLLM 0.33's and huggingface_hub's real error texts (vllm-facts.md §3.8).
 """
 

@@ -38,7 +38,7 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gpu_facts_parse import QUERY_APPS_FIELDS, QUERY_GPU_FIELDS, build_facts
+from ansible.module_utils.gpu_facts_parse import gather
 
 
 def main():
@@ -53,17 +53,7 @@ def main():
         if module.params["fail_on_error"]:
             module.fail_json(msg=msg)
         module.exit_json(changed=False, ansible_facts={"pi_gpus": {"gpus": [], "failure": {"kind": "missing", "message": msg}}})
-    env = {"LC_ALL": "C", "LANG": "C"}
-    runs = {}
-    for key, args in (
-        ("gpus", ["--query-gpu=" + ",".join(QUERY_GPU_FIELDS), "--format=csv,noheader,nounits"]),
-        ("apps", ["--query-compute-apps=" + ",".join(QUERY_APPS_FIELDS), "--format=csv,noheader,nounits"]),
-        ("table", []),
-    ):
-        rc, out, err = module.run_command([smi, *args], environ_update=env)
-        runs[key] = (rc, out, err)
-    rc, gpu_out, _ = runs["gpus"]
-    facts = build_facts(gpu_out, rc=rc, header_text=runs["table"][1], compute_apps_text=runs["apps"][1])
+    facts = gather(lambda args: module.run_command([smi, *args], environ_update={"LC_ALL": "C", "LANG": "C"}))
     failure = facts.get("failure")
     if failure and module.params["fail_on_error"]:
         module.fail_json(msg=failure["message"], pi_gpus=facts)

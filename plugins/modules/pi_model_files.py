@@ -55,38 +55,8 @@ changed_files:
   type: list
 """
 
-import json
-import os
-import re
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-
-NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-
-
-def _write(path, data, mode):
-    """Atomic replace: a temp file beside the target, fsync, chmod, rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".pi-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ansible.module_utils.pi_model_service import NAME, remove_files, wanted_files, write_files
 
 
 def main():
@@ -105,32 +75,10 @@ def main():
     p = module.params
     if not NAME.match(p["name"]):
         module.fail_json(msg=f"model name {p['name']!r} is not a DNS label")
-    models = os.path.join(p["etc_dir"], "models")
-    paths = {
-        "manifest": os.path.join(models, p["name"] + ".json"),
-        "env": os.path.join(models, p["name"] + ".env"),
-        "unit": f"/etc/systemd/system/pi-model-{p['name']}.service",
-    }
     if p["state"] == "absent":
-        gone = [k for k in ("unit", "env", "manifest") if os.path.exists(paths[k])]
-        if not module.check_mode:
-            for k in gone:
-                os.unlink(paths[k])
+        gone = remove_files(p["etc_dir"], p["name"], module.check_mode)
         module.exit_json(changed=bool(gone), changed_files=gone)
-    wanted = {
-        "manifest": (json.dumps(p["manifest"], indent=2, sort_keys=True) + "\n").encode(),
-        "env": p["env"].encode(),
-        "unit": p["unit"].encode(),
-    }
-    modes = {"manifest": 0o644, "env": 0o600, "unit": 0o644}
-    changed = [k for k in ("manifest", "env", "unit")
-               if _read(paths[k]) != wanted[k] or (os.stat(paths[k]).st_mode & 0o777) != modes[k]]
-    if changed and not module.check_mode:
-        os.makedirs(models, mode=0o755, exist_ok=True)
-        # manifest first (the reservation other planners see), unit last (what systemd acts on)
-        for k in ("manifest", "env", "unit"):
-            if k in changed:
-                _write(paths[k], wanted[k], modes[k])
+    changed = write_files(p["etc_dir"], p["name"], wanted_files(p["manifest"], p["env"], p["unit"]), module.check_mode)
     module.exit_json(changed=bool(changed), changed_files=changed)
 
 

@@ -80,7 +80,7 @@ def test_two_models_get_their_own_gpus_and_ports_and_answer_tool_calls(lab, env)
                   check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "GiB" in proc.stderr and ("free" in proc.stderr or "does not fit" in proc.stderr)
-    assert "Download the model weights" not in proc.stderr
+    assert "download its weights" not in proc.stderr
     assert pod_files(lab) == before and set(listed(env)) == {"coder", "qwen8"}
 
 

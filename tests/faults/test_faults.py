@@ -55,7 +55,10 @@ def test_sigint_during_pod_setup_leaves_state_whole_and_a_rerun_converges(lab, t
         run_pi("lab", "down", "--pod", "faults-b", check=False)
 
 
-@pytest.mark.parametrize("marker", ["Gather GPU facts", "Wait for the download", "Enable and start the model"])
+# After the placement facts (the lock is held while planning), as the start task begins (files, download), and
+# while the engine starts (its log is followed: the health wait).
+@pytest.mark.parametrize("marker", ["Take the pod's placement lock", "Check the model's name and inputs",
+                                    "Started server process"])
 def test_sigint_during_start_then_the_same_command_converges(pods, set_up, marker):
     pod = pods["faults-a"]
     rc, err = run_until_line_then(["start", SMALL, "--name", "tiny"], set_up, marker, sigint)
@@ -77,7 +80,7 @@ def test_a_dropped_link_mid_run_is_a_clear_error_and_a_rerun_converges(pods, set
         subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "down"], check=True)
 
     try:
-        rc, err = run_until_line_then(["start", SMALL, "--name", "linked"], set_up, "Enable and start the model", cut,
+        rc, err = run_until_line_then(["start", SMALL, "--name", "linked"], set_up, "Started server process", cut,
                                       timeout=180)
     finally:
         subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "up"], check=True)
@@ -95,7 +98,7 @@ def test_a_killed_ssh_session_mid_run_is_a_clear_error(pods, set_up):
     def kill_sessions(_proc):
         ssh(pod, "pkill -f 'sshd: root@notty' || true", check=False)
 
-    rc, err = run_until_line_then(["start", SMALL, "--name", "killed"], set_up, "Enable and start the model",
+    rc, err = run_until_line_then(["start", SMALL, "--name", "killed"], set_up, "Started server process",
                                   kill_sessions, timeout=180)
     if rc == 0:  # the session was between tasks: the next task opened a new one and the run finished
         assert model_running(set_up, "killed")["state"] == "running"

@@ -1,0 +1,177 @@
+#!/usr/bin/python
+"""Ansible module: bring one model's service to running in a single task (files, weights, systemd, /health)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pi_model_service
+short_description: Reconcile a pi-ansible model on its pod in one round trip
+description:
+  - Writes the model's manifest, env file and unit (as M(pi_model_files)) when given, then releases the
+    placement lock named by I(unlock), downloads the weights with the Hub client unless a finished download of
+    the same revision is recorded and every file is still there, restarts the unit when its files changed (or
+    I(restart)), otherwise starts it if it is not running and clears a crashed unit's failed state, enables it,
+    waits for C(/health) while watching the journal for recognised engine failures, and sends the tool-call
+    check request.
+  - Everything a start needs happens in this one task, so a start costs one SSH round trip of Ansible work.
+  - It does not remove a model that failed to start; the role's rescue does (and explains the failure).
+options:
+  name: {description: The model's name (unit pi-model-NAME.service)., type: str, required: true}
+  etc_dir: {description: pi-ansible's directory on the pod., type: path, default: /etc/pi-ansible}
+  manifest: {description: The manifest to write (with env and unit; omit all three when already written)., type: dict}
+  env: {description: The env file's content (secret)., type: str}
+  unit: {description: The unit file's content., type: str}
+  restart: {description: Restart even when no file changed here (the caller wrote them)., type: bool, default: false}
+  unlock: {description: Placement lock directory to remove once the files are written., type: str, default: ""}
+  model: {description: Hugging Face model id to download., type: str, default: ""}
+  download: {description: Download the weights before starting., type: bool, default: true}
+  download_timeout: {description: Seconds the download may take., type: int, default: 7200}
+  venv: {description: The engine's venv (its bin/hf downloads)., type: path, default: /opt/pi-ansible/venv}
+  hf_home: {description: HF_HOME on the pod., type: path, default: /mnt/models/huggingface}
+  hf_endpoint: {description: HF_ENDPOINT (empty for the real Hub)., type: str, default: ""}
+  wait: {description: Wait for /health., type: bool, default: true}
+  port: {description: The model's HTTP port., type: int, default: 8001}
+  wait_timeout: {description: Seconds to wait for /health., type: int, default: 900}
+  verify_request: {description: Chat request to send after /health (the tool-call check); omit to skip., type: dict}
+  api_key: {description: The endpoint's API key for the check (secret)., type: str, default: ""}
+author: pi-ansible
+"""
+
+EXAMPLES = r"""
+- name: Start the model
+  pi_model_service:
+    name: qwen
+    manifest: {name: qwen, model: Qwen/Qwen3-8B, port: 8001}
+    env: "VLLM_API_KEY=...\n"
+    unit: "[Unit]\n..."
+    model: Qwen/Qwen3-8B
+    port: 8001
+"""
+
+RETURN = r"""
+changed_files: {description: Which of manifest, env, unit changed., returned: always, type: list}
+downloaded: {description: Whether the Hub client ran (false when a complete download was recorded)., returned: always, type: bool}
+restarted: {description: Whether the unit was restarted or started here., returned: always, type: bool}
+enabled: {description: Whether the unit was enabled here (it starts on boot)., returned: always, type: bool}
+verify_response: {description: The tool-call check's response., returned: when verify_request is given, type: dict}
+download_log: {description: The Hub client's output, after a failed download., returned: on download failure, type: str}
+failure: {description: What failed (download, unit, a recognised engine failure, timeout, verify)., returned: on failure, type: str}
+"""
+
+import os
+import shutil
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.engine_failures import classify, describe
+from ansible.module_utils.pi_model_service import (
+    NAME,
+    RUN_DIR,
+    download,
+    env_value,
+    file_paths,
+    journal_cursor,
+    post_json,
+    record_weights,
+    systemctl,
+    unit_name,
+    unit_state,
+    wait_healthy,
+    wanted_files,
+    weights_complete,
+    write_files,
+)
+
+SPEC = {
+    "name": {"type": "str", "required": True},
+    "etc_dir": {"type": "path", "default": "/etc/pi-ansible"},
+    "manifest": {"type": "dict"},
+    "env": {"type": "str", "no_log": True},
+    "unit": {"type": "str"},
+    "restart": {"type": "bool", "default": False},
+    "unlock": {"type": "str", "default": ""},
+    "model": {"type": "str", "default": ""},
+    "download": {"type": "bool", "default": True},
+    "download_timeout": {"type": "int", "default": 7200},
+    "venv": {"type": "path", "default": "/opt/pi-ansible/venv"},
+    "hf_home": {"type": "path", "default": "/mnt/models/huggingface"},
+    "hf_endpoint": {"type": "str", "default": ""},
+    "wait": {"type": "bool", "default": True},
+    "port": {"type": "int", "default": 8001},
+    "wait_timeout": {"type": "int", "default": 900},
+    "verify_request": {"type": "dict"},
+    "api_key": {"type": "str", "default": "", "no_log": True},
+}
+
+
+def main():
+    module = AnsibleModule(argument_spec=SPEC, required_together=[("manifest", "env", "unit")],
+                           supports_check_mode=True)
+    p = module.params
+    if not NAME.match(p["name"]):
+        module.fail_json(msg=f"model name {p['name']!r} is not a DNS label")
+    unit = unit_name(p["name"])
+    started = time.monotonic()
+    result = {"changed_files": [], "downloaded": False, "restarted": False, "enabled": False}
+
+    def done(**kw):
+        result.update(kw)
+        result["elapsed"] = round(time.monotonic() - started, 2)
+        module.exit_json(changed=bool(result["changed_files"] or result["restarted"] or result["enabled"]), **result)
+
+    def fail(failure, msg, **kw):
+        module.fail_json(msg=msg, failure=failure, elapsed=round(time.monotonic() - started, 2), **result, **kw)
+
+    try:
+        if p["manifest"] is not None:
+            result["changed_files"] = write_files(p["etc_dir"], p["name"],
+                                                  wanted_files(p["manifest"], p["env"], p["unit"]), module.check_mode)
+    finally:
+        if p["unlock"] and not module.check_mode:
+            shutil.rmtree(p["unlock"], ignore_errors=True)
+    restart = bool(result["changed_files"]) or p["restart"]
+    if module.check_mode:
+        state = unit_state(unit)
+        result["restarted"] = restart or state.get("ActiveState") != "active"
+        done()
+
+    if p["download"] and p["model"] and not weights_complete(p["hf_home"], p["model"]):
+        token = env_value(file_paths(p["etc_dir"], p["name"])["env"], "HF_TOKEN")
+        rc, log = download(p["model"], p["venv"], p["hf_home"], p["hf_endpoint"], token,
+                           os.path.join(RUN_DIR, f"download-{p['name']}.log"), p["download_timeout"])
+        result["downloaded"] = True
+        if rc != 0:
+            fail("download", f"downloading {p['model']} failed (rc {rc})", download_log=log)
+        record_weights(p["hf_home"], p["model"])
+
+    cursor = journal_cursor(unit)  # only the engine's new log lines explain a failure of this start
+    state = unit_state(unit)
+    if restart:
+        systemctl("daemon-reload")
+    if state.get("ActiveState") == "failed" or state.get("Result", "success") != "success":
+        systemctl("reset-failed", unit)  # systemd refuses to start a unit past its restart cap
+    if restart or state.get("ActiveState") != "active":
+        proc = systemctl("restart", unit)
+        if proc.returncode != 0:
+            fail("unit", f"systemctl restart {unit} failed: {proc.stderr.strip()}")
+        result["restarted"] = True
+    if state.get("UnitFileState") != "enabled":
+        systemctl("enable", unit)
+        result["enabled"] = True
+
+    if p["wait"]:
+        failed = wait_healthy(p["name"], p["port"], p["wait_timeout"], cursor, classify, describe)
+        if failed:
+            fail(failed[0], failed[1])
+        if p["verify_request"] is not None:
+            response, error = post_json(f"http://127.0.0.1:{p['port']}/v1/chat/completions", p["verify_request"],
+                                        p["api_key"])
+            if error:
+                fail("verify", f"the tool-call check request to model {p['name']} failed: {error}")
+            result["verify_response"] = response
+    done()
+
+
+if __name__ == "__main__":
+    main()
