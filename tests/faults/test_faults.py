@@ -7,6 +7,7 @@ made for this suite (`faults-*`) and removed at its end. See README.md beside th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from .conftest import (
     SMALL,
     make_env,
     model_running,
+    override_catalog,
     pod_model_files,
     run_until_line_then,
     sigint,
@@ -75,21 +77,38 @@ def test_sigint_during_start_then_the_same_command_converges(pods, set_up, marke
 
 # ------------------------------------------------------------------------------------------- links
 
+@contextlib.contextmanager
+def slow_engine(env: dict, seconds: int = 8):
+    """The engine double takes SECONDS to load weights for this test: the start task is surely mid-flight
+    when the fault lands (a start otherwise finishes within a second of the engine's first log line)."""
+    catalog = Path(env["PI_CONFIG_DIR"]) / "models.json"
+    before = catalog.read_bytes() if catalog.exists() else None
+    override_catalog(Path(env["PI_CONFIG_DIR"]), SMALL, {"PI_LAB_VLLM_LOAD_SECONDS": str(seconds)})
+    try:
+        yield
+    finally:
+        if before is None:
+            catalog.unlink(missing_ok=True)
+        else:
+            catalog.write_bytes(before)
+
+
 def test_a_dropped_link_mid_run_is_a_clear_error_and_a_rerun_converges(pods, set_up):
     def cut(_proc):
         subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "down"], check=True)
 
-    try:
-        rc, err = run_until_line_then(["start", SMALL, "--name", "linked"], set_up, "Started server process", cut,
-                                      timeout=180)
-    finally:
-        subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "up"], check=True)
-    assert rc == 1 and "Traceback" not in err
-    assert "lost the SSH connection to fa" in err
-    time.sleep(2)
-    out = json.loads(run_pi("start", SMALL, "--name", "linked", "--json", env=set_up).stdout)
-    assert model_running(set_up, out["name"])["state"] == "running"
-    run_pi("stop", "linked", env=set_up)
+    with slow_engine(set_up):
+        try:
+            rc, err = run_until_line_then(["start", SMALL, "--name", "linked"], set_up, "Starting to load model", cut,
+                                          timeout=180)
+        finally:
+            subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "up"], check=True)
+        assert rc == 1 and "Traceback" not in err
+        assert "lost the SSH connection to fa" in err
+        time.sleep(2)
+        out = json.loads(run_pi("start", SMALL, "--name", "linked", "--json", env=set_up).stdout)
+        assert model_running(set_up, out["name"])["state"] == "running"
+        run_pi("stop", "linked", env=set_up)
 
 
 def test_a_killed_ssh_session_mid_run_is_a_clear_error(pods, set_up):
@@ -98,8 +117,9 @@ def test_a_killed_ssh_session_mid_run_is_a_clear_error(pods, set_up):
     def kill_sessions(_proc):
         ssh(pod, "pkill -f 'sshd: root@notty' || true", check=False)
 
-    rc, err = run_until_line_then(["start", SMALL, "--name", "killed"], set_up, "Started server process",
-                                  kill_sessions, timeout=180)
+    with slow_engine(set_up):
+        rc, err = run_until_line_then(["start", SMALL, "--name", "killed"], set_up, "Starting to load model",
+                                      kill_sessions, timeout=180)
     if rc == 0:  # the session was between tasks: the next task opened a new one and the run finished
         assert model_running(set_up, "killed")["state"] == "running"
     else:
