@@ -336,6 +336,7 @@ def logs(name, pod, follow, lines) -> None:
     """The engine's own log lines for a model (from the pod's journal)."""
     import subprocess
 
+    from .ssh import batch_argv
     from .sshargs import validate_name
 
     validate_name(name, "model")
@@ -346,8 +347,7 @@ def logs(name, pod, follow, lines) -> None:
     if not follow:
         cmd = f"test -e /etc/pi-ansible/models/{name}.json || journalctl -u pi-model-{name}.service -q -n 1 " \
               f"| grep -q . || exit 3; " + cmd
-    argv = target.argv(cmd)
-    argv[1:1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    argv = batch_argv(target, cmd)
     err = ""
     try:
         proc = subprocess.run(argv, stderr=subprocess.PIPE, text=True)  # log lines stream to stdout

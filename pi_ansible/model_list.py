@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PiError
+from .ssh import batch_argv
 from .sshargs import SshTarget
 from .state import StateStore
 
@@ -31,8 +32,7 @@ class PodModels:
 
 def query_pod(pod: str, target: SshTarget, timeout: int = LIST_TIMEOUT_S) -> PodModels:
     """Run pod_status.py on the pod (sent on stdin to its python3) and parse the JSON it prints."""
-    argv = target.argv("python3 -")
-    argv[1:1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    argv = batch_argv(target, "python3 -")
     try:
         proc = subprocess.run(argv, input=STATUS_SCRIPT.read_text(), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from .errors import Interrupted, PiError
+from .ssh import batch_argv
 from .sshargs import validate_name
 from .state import StateStore
 
@@ -80,8 +81,7 @@ class RemoteFollower:
     def start(self) -> None:
         if self.proc is not None:
             return
-        argv = self.target.argv(self.command)
-        argv[1:1] = ["-o", "BatchMode=yes"]
+        argv = batch_argv(self.target, self.command)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      stdin=subprocess.DEVNULL)
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -110,8 +110,7 @@ class RemoteFollower:
 def release_placement_lock(target, token: str) -> None:
     """After Ctrl+C: drop the pod's placement lock if this run holds it, so a re-run need not wait for it."""
     lock = "/run/pi-ansible/placement.lock"
-    argv = target.argv(f'test "$(cat {lock}/owner 2>/dev/null)" = {token} && rm -rf {lock}; true')
-    argv[1:1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    argv = batch_argv(target, f'test "$(cat {lock}/owner 2>/dev/null)" = {token} && rm -rf {lock}; true', 5)
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Interrupted, PiError
-from .paths import content_root, runs_dir
+from .paths import config_dir, content_root, runs_dir
+from .sshmux import ansible_env, control_dir
 
 KEEP_RUNS = 30
 # Names that must never reach ansible-runner's recorded environment.
@@ -204,6 +205,7 @@ def run_playbook(
         "ANSIBLE_FILTER_PLUGINS": str(root / "plugins" / "filter"),
         "ANSIBLE_ACTION_PLUGINS": str(root / "plugins" / "action"),
         "ANSIBLE_NOCOLOR": "1",
+        **ansible_env(control_dir(config_dir())),  # the pods' master connections, shared with pi's direct SSH
         **{name: "" for name in SECRET_ENV if name in os.environ},
     }
     interrupted: list[TaskEvent | None] = []

@@ -1,6 +1,7 @@
-"""Direct SSH to a pod (no Ansible): the reachability probe, `pi ssh`, `pi shell`.
+"""Direct SSH to a pod (no Ansible): the reachability probe, `pi list`, log followers, `pi ssh`, `pi shell`.
 
-Every call is an argv list built by SshTarget.argv (never a local shell string).
+Every call is an argv list built by SshTarget.argv (never a local shell string). Batch calls (no terminal)
+go over the pod's master connection (sshmux), which the Ansible runs share.
 """
 
 from __future__ import annotations
@@ -27,11 +28,20 @@ _PROBE_CAUSES = (
 )
 
 
-def probe_args(target: SshTarget, timeout: int = PROBE_TIMEOUT_S) -> list[str]:
-    argv = target.argv("true")
+def batch_argv(target: SshTarget, command: str, connect_timeout: int = PROBE_TIMEOUT_S) -> list[str]:
+    """ssh argv for a command without a terminal, on the pod's master connection when one can be used."""
+    from .paths import config_dir
+    from .sshmux import control_dir, ssh_options
+
+    argv = target.argv(command)
     # BatchMode: a missing key must fail, not stop at a password prompt nobody will answer.
-    opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}"]
+    opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
+            *ssh_options(target, control_dir(config_dir()))]
     return [argv[0], *opts, *argv[1:]]
+
+
+def probe_args(target: SshTarget, timeout: int = PROBE_TIMEOUT_S) -> list[str]:
+    return batch_argv(target, "true", timeout)
 
 
 def explain_probe_failure(target: SshTarget, stderr: str, timeout: int = PROBE_TIMEOUT_S) -> str:

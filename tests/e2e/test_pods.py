@@ -198,3 +198,33 @@ def test_pi_shell_opens_an_interactive_session(lab, pi_env):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def _masters(cdir: Path) -> dict[str, int]:
+    """Socket name -> PID of the live master behind it (`ssh -O check` asks the master itself)."""
+    out = {}
+    for sock in cdir.iterdir():
+        proc = subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "check", "unused"], capture_output=True,
+                              text=True, timeout=10)
+        if proc.returncode == 0:
+            out[sock.name] = int(proc.stderr.split("pid=")[1].split(")")[0])
+    return out
+
+
+def test_pi_list_and_the_ansible_runs_share_one_master_connection(lab, pi_env):
+    from pi_ansible.sshmux import control_dir
+
+    cdir = control_dir(Path(pi_env["PI_CONFIG_DIR"]), env={})
+    setup(lab, "shared", "h100x2", pi_env)  # the probe opens the master, the setup playbook runs over it
+    masters = _masters(cdir)
+    assert len(masters) == 1, masters
+    assert os.stat(cdir).st_mode & 0o777 == 0o700
+    run_pi("list", env=pi_env)
+    setup(lab, "shared", "h100x2", pi_env)  # a re-run: Ansible finds the same socket
+    assert _masters(cdir) == masters, "pi list and both playbook runs went over the first master"
+    proc = subprocess.run(["ssh", "-o", f"ControlPath={cdir / next(iter(masters))}", "-O", "exit", "unused"],
+                          capture_output=True, timeout=10)
+    assert proc.returncode == 0
+    assert json.loads(run_pi("list", "--json", env=pi_env).stdout)["errors"] == []  # a new master, no error
+    again = _masters(cdir)
+    assert again.keys() == masters.keys() and again != masters

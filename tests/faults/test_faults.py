@@ -59,7 +59,7 @@ def test_sigint_during_pod_setup_leaves_state_whole_and_a_rerun_converges(lab, t
 
 # After the placement facts (the lock is held while planning), as the start task begins (files, download), and
 # while the engine starts (its log is followed: the health wait).
-@pytest.mark.parametrize("marker", ["Take the pod's placement lock", "Check the model's name and inputs",
+@pytest.mark.parametrize("marker", ["Take the pod's placement lock", "Start the model (its files are",
                                     "Started server process"])
 def test_sigint_during_start_then_the_same_command_converges(pods, set_up, marker):
     pod = pods["faults-a"]
@@ -109,6 +109,26 @@ def test_a_dropped_link_mid_run_is_a_clear_error_and_a_rerun_converges(pods, set
         out = json.loads(run_pi("start", SMALL, "--name", "linked", "--json", env=set_up).stdout)
         assert model_running(set_up, out["name"])["state"] == "running"
         run_pi("stop", "linked", env=set_up)
+
+
+def test_a_cut_link_under_a_live_master_connection_is_a_warning_in_bounded_time(pods, set_up):
+    """`pi list` reuses the pod's master connection; when the link is cut under it, the master notices within
+    3 keepalives 3 s apart (9-12 s), ssh then tries a connection of its own (ConnectTimeout 10 s), and `pi list`
+    says so inside its 30 s limit."""
+    run_pi("list", env=set_up)  # the master is up
+    subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "down"], check=True)
+    try:
+        began = time.monotonic()
+        proc = run_pi("list", "--json", env=set_up, check=False, timeout=60)
+        took = time.monotonic() - began
+    finally:
+        subprocess.run(["ip", "-n", "pilab-faults-a", "link", "set", "eth0", "up"], check=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    errors = json.loads(proc.stdout)["errors"]
+    assert len(errors) == 1 and errors[0].startswith("cannot read pod fa"), errors
+    assert took < 26, f"pi list took {took:.1f} s on a cut link"
+    time.sleep(1)
+    assert json.loads(run_pi("list", "--json", env=set_up).stdout)["errors"] == []  # a new connection
 
 
 def test_a_killed_ssh_session_mid_run_is_a_clear_error(pods, set_up):
