@@ -126,16 +126,15 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     target = store.load().target(pod)
     secrets = read_secrets(env)
     name = request["name"]
-    # Both followers start with the run (the engine's journal from now on; the download log, cleared first,
-    # only gets lines when this start downloads), well before the start task reaches either.
+    token = secrets_mod.token_hex(8)  # names this run's placement lock and its download log on the pod
+    # Both followers start with the run (the engine's journal from now on; this run's download log, which
+    # exists only when this start downloads), well before the start task reaches either.
     followers = [
-        RemoteFollower(target, f"rm -f /run/pi-ansible/download-{name}.log; "
-                               f"tail -F -n +1 /run/pi-ansible/download-{name}.log 2>/dev/null", on_log),
+        RemoteFollower(target, f"tail -F -n +1 /run/pi-ansible/download-{name}-{token}.log 2>/dev/null", on_log),
         RemoteFollower(target, f"journalctl -u pi-model-{name}.service -f -n 0 -o cat --no-pager", on_log),
     ] if on_log else []
 
     who = f"pi start ({getpass.getuser()}@{socket.gethostname()})"
-    token = secrets_mod.token_hex(8)
     for follower in followers:
         follower.start()
     try:

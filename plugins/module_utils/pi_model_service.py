@@ -4,6 +4,7 @@ with a record of what completed; systemd; waiting for /health. Stdlib only: runs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,14 @@ def file_paths(etc_dir, name):
     models = os.path.join(etc_dir, "models")
     return {"manifest": os.path.join(models, name + ".json"), "env": os.path.join(models, name + ".env"),
             "unit": f"/etc/systemd/system/{unit_name(name)}"}
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9-]{0,32}$")
+
+
+def download_log_path(name, run_id=""):
+    """Where one run's `hf download` output goes (a caller follows it by this name)."""
+    return os.path.join(RUN_DIR, f"download-{name}-{run_id}.log" if run_id else f"download-{name}.log")
 
 
 def _read(path):
@@ -156,6 +165,8 @@ def download(model, venv, hf_home, hf_endpoint, hf_token, log_path, timeout):
         except subprocess.TimeoutExpired:
             rc = 124
     text = (_read(log_path) or b"").decode("utf-8", "replace")
+    with contextlib.suppress(OSError):
+        os.unlink(log_path)  # read and returned: nothing of this run stays behind in /run
     if rc == 124:
         text += f"\ndownload did not finish within {timeout} s"
     return rc, text[-20000:]

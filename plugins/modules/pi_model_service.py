@@ -27,6 +27,12 @@ options:
   model: {description: Hugging Face model id to download., type: str, default: ""}
   download: {description: Download the weights before starting., type: bool, default: true}
   download_timeout: {description: Seconds the download may take., type: int, default: 7200}
+  run_id:
+    description:
+      - Names this run's download log C(/run/pi-ansible/download-NAME-RUN_ID.log) (C(download-NAME.log) when
+        empty), so a caller following it never sees an earlier run's lines. The log is removed once read.
+    type: str
+    default: ""
   venv: {description: The engine's venv (its bin/hf downloads)., type: path, default: /opt/pi-ansible/venv}
   hf_home: {description: HF_HOME on the pod., type: path, default: /mnt/models/huggingface}
   hf_endpoint: {description: HF_ENDPOINT (empty for the real Hub)., type: str, default: ""}
@@ -59,7 +65,6 @@ download_log: {description: The Hub client's output, after a failed download., r
 failure: {description: What failed (download, unit, a recognised engine failure, timeout, verify)., returned: on failure, type: str}
 """
 
-import os
 import shutil
 import time
 
@@ -67,8 +72,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.engine_failures import classify, describe
 from ansible.module_utils.pi_model_service import (
     NAME,
-    RUN_DIR,
+    RUN_ID,
     download,
+    download_log_path,
     env_value,
     file_paths,
     journal_cursor,
@@ -94,6 +100,7 @@ SPEC = {
     "model": {"type": "str", "default": ""},
     "download": {"type": "bool", "default": True},
     "download_timeout": {"type": "int", "default": 7200},
+    "run_id": {"type": "str", "default": ""},
     "venv": {"type": "path", "default": "/opt/pi-ansible/venv"},
     "hf_home": {"type": "path", "default": "/mnt/models/huggingface"},
     "hf_endpoint": {"type": "str", "default": ""},
@@ -111,6 +118,8 @@ def main():
     p = module.params
     if not NAME.match(p["name"]):
         module.fail_json(msg=f"model name {p['name']!r} is not a DNS label")
+    if not RUN_ID.match(p["run_id"]):
+        module.fail_json(msg=f"run_id {p['run_id']!r} must be up to 32 letters, digits and hyphens")
     unit = unit_name(p["name"])
     started = time.monotonic()
     result = {"changed_files": [], "downloaded": False, "restarted": False, "enabled": False}
@@ -139,7 +148,7 @@ def main():
     if p["download"] and p["model"] and not weights_complete(p["hf_home"], p["model"]):
         token = env_value(file_paths(p["etc_dir"], p["name"])["env"], "HF_TOKEN")
         rc, log = download(p["model"], p["venv"], p["hf_home"], p["hf_endpoint"], token,
-                           os.path.join(RUN_DIR, f"download-{p['name']}.log"), p["download_timeout"])
+                           download_log_path(p["name"], p["run_id"]), p["download_timeout"])
         result["downloaded"] = True
         if rc != 0:
             fail("download", f"downloading {p['model']} failed (rc {rc})", download_log=log)

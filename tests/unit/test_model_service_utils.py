@@ -86,3 +86,20 @@ def test_files_are_written_with_modes_and_only_when_they_differ(svc, tmp_path, m
     os.chmod(paths["env"], 0o644)
     assert svc.write_files(etc, "m", wanted) == ["env"], "a loosened mode is put back"
     assert svc.remove_files(etc, "m") == ["unit", "env", "manifest"] and svc.remove_files(etc, "m") == []
+
+
+def test_each_run_downloads_into_a_log_of_its_own_that_is_gone_once_read(svc, tmp_path, monkeypatch):
+    monkeypatch.setattr(svc, "RUN_DIR", str(tmp_path / "run"))
+    assert svc.download_log_path("coder") == str(tmp_path / "run" / "download-coder.log")
+    log = svc.download_log_path("coder", "0a1b2c3d4e5f6a7b")
+    assert log == str(tmp_path / "run" / "download-coder-0a1b2c3d4e5f6a7b.log")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    hf = venv / "bin" / "hf"  # a Hub client that prints progress and fails, as `hf download` does on a 404
+    hf.write_text('#!/bin/sh\necho "Fetching 3 files: 33%"\necho "404 Client Error: Not Found for url" >&2\nexit 1\n')
+    hf.chmod(0o755)
+    rc, text = svc.download("Org/Missing", str(venv), str(tmp_path / "hf"), "", "hf_canary", log, 30)
+    assert rc == 1 and "Fetching 3 files" in text and "404 Client Error" in text
+    assert not os.path.exists(log), "the log is returned to the caller, not left in /run"
+    assert svc.RUN_ID.match("0a1b2c3d4e5f6a7b") and svc.RUN_ID.match("")
+    assert not svc.RUN_ID.match("../x") and not svc.RUN_ID.match("a" * 33)
