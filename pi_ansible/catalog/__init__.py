@@ -4,17 +4,22 @@ Both are validated against `catalog.schema.json` when loaded, and then checked f
 cannot say (parser names vLLM knows, flags pi-ansible manages, GPU counts the flags agree with),
 so a mistake is an error naming the entry before anything runs on a pod. pi read its list
 unchecked; a typo there surfaced as an engine crash minutes into a start.
+
+The schema check is remembered by content: `$PI_CONFIG_DIR/cache/catalog-checked` holds digests of
+(schema, built-in file, user file) combinations that passed, so a command (and each Ansible task that
+reads the catalog) skips jsonschema, 0.25 s, until one of the three files changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-
-import jsonschema
 
 from pi_ansible.catalog.parsers import REASONING_PARSERS, TOOL_CALL_PARSERS, VLLM_VERSION, suggest
 from pi_ansible.errors import PiError
@@ -126,6 +131,8 @@ def _entry_label(doc: dict, path: list) -> str:
 
 
 def _validate_doc(doc, schema: dict, source: str) -> None:
+    import jsonschema  # only when a file's content was not checked before (0.15 s to import)
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: (list(e.path), e.message))
     if errors:
@@ -136,7 +143,9 @@ def _validate_doc(doc, schema: dict, source: str) -> None:
 
 
 @cache
-def _entry_validator() -> jsonschema.Draft202012Validator:
+def _entry_validator():
+    import jsonschema
+
     schema = _schema()
     return jsonschema.Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"],
                                             "$ref": "#/$defs/entry"})
@@ -188,11 +197,14 @@ def _build(e: dict) -> CatalogEntry:
         notes=e.get("notes") or "")
 
 
-def _read(path: Path) -> object:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as e:
         raise PiError(f"cannot read the model catalog {path}: {e.strerror}") from None
+
+
+def _parse(path: Path, text: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -218,20 +230,66 @@ def from_pi_format(doc: dict) -> dict:
     return {"version": 1, "models": models}
 
 
-def _load_builtin() -> list[dict]:
-    doc = _read(BUILTIN_FILE)
+def _read(path: Path) -> object:
+    return _parse(path, _read_text(path))
+
+
+# --- which file contents already passed the schema check ------------------------------------------------------
+
+_CHECKED_KEEP = 16
+
+
+def _checked_file() -> Path:
+    from pi_ansible.paths import config_dir
+
+    return config_dir() / "cache" / "catalog-checked"
+
+
+def _content_key(*texts: str) -> str:
+    h = hashlib.sha256(SCHEMA_FILE.read_bytes())
+    for text in texts:
+        h.update(b"\0" + text.encode())
+    return h.hexdigest()
+
+
+def _was_checked(key: str) -> bool:
+    try:
+        return key in _checked_file().read_text().split()
+    except OSError:
+        return False
+
+
+def _remember_checked(key: str) -> None:
+    """Best effort (a read-only config dir only costs the check next time); written whole, mode 0600."""
+    path = _checked_file()
+    try:
+        keys = [k for k in (path.read_text().split() if path.exists() else []) if k != key][-(_CHECKED_KEEP - 1):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-checked.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join([*keys, key]) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _load_builtin(text: str | None = None, check_schema: bool = True) -> list[dict]:
+    text = _read_text(BUILTIN_FILE) if text is None else text
+    doc = _parse(BUILTIN_FILE, text)
     source = str(BUILTIN_FILE)
-    _validate_doc(doc, _schema(), source)
+    if check_schema:
+        _validate_doc(doc, _schema(), source)
     for i, e in enumerate(doc["models"]):
         _check_semantics(e, source, f"model {e['id']!r} (models[{i}])")
     return doc["models"]
 
 
-def merge(builtin: list[dict], user_doc: object, source: str) -> list[dict]:
+def merge(builtin: list[dict], user_doc: object, source: str, check_schema: bool = True) -> list[dict]:
     """Built-in entries with the user's added or overriding ones (field by field, by id)."""
     if isinstance(user_doc, dict) and isinstance(user_doc.get("models"), dict):
         user_doc = from_pi_format(user_doc)
-    _validate_doc(user_doc, _user_schema(), source)
+    if check_schema:
+        _validate_doc(user_doc, _user_schema(), source)
     by_id = {e["id"].lower(): dict(e) for e in builtin}
     order = [e["id"].lower() for e in builtin]
     for i, u in enumerate(user_doc["models"]):
@@ -241,7 +299,7 @@ def merge(builtin: list[dict], user_doc: object, source: str) -> list[dict]:
         merged = {**(base or {}), **u, "origin": u.get("origin", "user")}
         if base is not None:
             merged["id"] = base["id"]
-        errors = sorted(_entry_validator().iter_errors(merged), key=lambda e: list(e.path))
+        errors = sorted(_entry_validator().iter_errors(merged), key=lambda e: list(e.path)) if check_schema else []
         if errors:
             e = errors[0]
             raise _fail(source, label, f"at {_path(['models', i, *e.absolute_path])}: {e.message}"
@@ -261,12 +319,18 @@ def default_user_file() -> Path:
 
 def load_catalog(user_file: str | Path | None = None) -> Catalog:
     """The catalog: built-in entries, plus `user_file` (default `$PI_CONFIG_DIR/models.json`, if present)."""
-    entries = _load_builtin()
-    sources = [str(BUILTIN_FILE)]
+    builtin_text = _read_text(BUILTIN_FILE)
     path = Path(user_file).expanduser() if user_file is not None else default_user_file()
-    if user_file is not None or path.is_file():
-        entries = merge(entries, _read(path), str(path))
+    user_text = _read_text(path) if user_file is not None or path.is_file() else None
+    key = _content_key(builtin_text, *([user_text] if user_text is not None else []))
+    checked = _was_checked(key)
+    entries = _load_builtin(builtin_text, check_schema=not checked)
+    sources = [str(BUILTIN_FILE)]
+    if user_text is not None:
+        entries = merge(entries, _parse(path, user_text), str(path), check_schema=not checked)
         sources.append(str(path))
+    if not checked:
+        _remember_checked(key)  # only reached when every check passed
     return Catalog(entries=tuple(_build(e) for e in entries), sources=tuple(sources))
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -332,3 +335,36 @@ def test_broken_user_file_is_an_error(user_dir, text, words):
 def test_unreadable_explicit_user_file_is_an_error(tmp_path):
     with pytest.raises(PiError, match="cannot read"):
         load_catalog(tmp_path / "missing.json")
+
+
+# --- the schema check is remembered by content -------------------------------------------------------
+
+def _loads_without_jsonschema(env_dir) -> bool:
+    code = ("import sys; from pi_ansible.catalog import load_catalog; load_catalog(); "
+            "print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PI_CONFIG_DIR": str(env_dir)}).stdout.strip()
+    return out == "False"
+
+
+def test_a_checked_catalog_loads_again_without_jsonschema_until_a_file_changes(user_dir):
+    from pi_ansible.catalog import _checked_file
+
+    write_user(user_dir, [{"id": "Qwen/Qwen3-8B", "notes": "mine"}])
+    assert not _loads_without_jsonschema(user_dir), "the first load checks the schema"
+    assert _checked_file().stat().st_mode & 0o777 == 0o600
+    assert _loads_without_jsonschema(user_dir), "the same files again: remembered"
+    write_user(user_dir, [{"id": "Qwen/Qwen3-8B", "notes": "changed"}])
+    assert not _loads_without_jsonschema(user_dir), "a changed user file is checked again"
+
+
+def test_a_file_that_fails_the_schema_is_never_remembered_as_checked(user_dir):
+    from pi_ansible.catalog import _checked_file
+
+    load_catalog()  # built-in only: remembered
+    before = _checked_file().read_text()
+    write_user(user_dir, [{"id": "Qwen/Qwen3-8B", "api": "telepathy"}])
+    for _ in range(2):  # and the second time it fails the same way, not skipped
+        with pytest.raises(PiError, match="telepathy"):
+            load_catalog()
+    assert _checked_file().read_text() == before
