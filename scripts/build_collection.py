@@ -247,20 +247,6 @@ def rewrite_package_imports(text: str, prefix: str) -> str:
     return re.sub(rf"^(\s*)import {PACKAGE}(?=[.\s])", rf"\g<1>import {prefix}.{PACKAGE}", text, flags=re.MULTILINE)
 
 
-_JSONSCHEMA_IMPORT = "import jsonschema\n"
-_JSONSCHEMA_LAZY = '''try:
-    import jsonschema
-except ImportError:  # piansible.pods: only the catalog filters need it (collection requirements.txt)
-
-    class _NoJsonschema:
-        def __getattr__(self, name):
-            raise PiError("the model catalog is validated with jsonschema: install it where ansible-playbook "
-                          "runs (pip install 'jsonschema>=4.20')")
-
-    jsonschema = _NoJsonschema()
-'''
-
-
 def _check_no_plain_package_use(path: Path, text: str) -> None:
     tree = ast.parse(text, str(path))
     for node in ast.walk(tree):
@@ -336,10 +322,6 @@ def assemble(dest_root: Path, repo: Path = REPO) -> Path:
         dest = coll / "plugins" / "plugin_utils" / src.relative_to(repo)
         _copy(src, dest)
         text = rewrite_package_imports(dest.read_text(), vendored_prefix)
-        if src.relative_to(repo).as_posix() == f"{PACKAGE}/catalog/__init__.py":
-            if text.count(_JSONSCHEMA_IMPORT) != 1:
-                raise BuildError(f"{src}: expected one `import jsonschema` line to make lazy")
-            text = text.replace(_JSONSCHEMA_IMPORT, _JSONSCHEMA_LAZY)
         _check_no_plain_package_use(dest, text)
         dest.write_text(text)
     for d in sorted(data_dirs):  # package data beside the vendored modules (the catalog's JSON files)

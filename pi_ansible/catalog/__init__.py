@@ -130,10 +130,19 @@ def _entry_label(doc: dict, path: list) -> str:
     return "the file"
 
 
-def _validate_doc(doc, schema: dict, source: str) -> None:
-    import jsonschema  # only when a file's content was not checked before (0.15 s to import)
+def _jsonschema():
+    """Imported only when a file's content was not checked before (0.15 s). The piansible.pods collection
+    lists it in requirements.txt rather than depending on it: say what to install when it is missing."""
+    try:
+        import jsonschema
+    except ImportError:
+        raise PiError("the model catalog is validated with jsonschema: install it where ansible-playbook "
+                      "runs (pip install 'jsonschema>=4.20')") from None
+    return jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema)
+
+def _validate_doc(doc, schema: dict, source: str) -> None:
+    validator = _jsonschema().Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: (list(e.path), e.message))
     if errors:
         e = errors[0]
@@ -144,10 +153,8 @@ def _validate_doc(doc, schema: dict, source: str) -> None:
 
 @cache
 def _entry_validator():
-    import jsonschema
-
     schema = _schema()
-    return jsonschema.Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"],
+    return _jsonschema().Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"],
                                             "$ref": "#/$defs/entry"})
 
 

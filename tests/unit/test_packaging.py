@@ -461,7 +461,9 @@ def test_collection_filters_plan_like_the_cli_without_pi_ansible(collection, exp
             err = str(exc)
         print(json.dumps({{"build": build, "err": err, "file": f.__file__}}))
         """))
-    out = json.loads(_run([sys.executable, check, "pi_ansible,jsonschema"], cwd=tmp, env=env).stdout)
+    # a config dir where the catalog was never checked (a checked one is loaded without jsonschema)
+    unchecked = {**env, "PI_CONFIG_DIR": str(tmp / "unchecked-config")}
+    out = json.loads(_run([sys.executable, check, "pi_ansible,jsonschema"], cwd=tmp, env=unchecked).stdout)
     assert out["build"] == expected["builds"]["rtx4090"]
     assert out["err"] and "jsonschema" in out["err"]
     assert out["file"].startswith(str(tmp / "collections"))
