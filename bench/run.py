@@ -55,9 +55,7 @@ START_FLAGS = ["--memory", "45%", "--context", "16k"]
 MODELS_PATH = "/mnt/models"
 HF_TOKEN, PI_API_KEY = "hf_bench_test_token", "pikey-bench-test"
 SECTIONS = ["local", "setup", "start", "list", "fleet", "planning"]
-# Rows for an experiment (bench/experiments/): ours with jsonschema kept off the import path, theirs the same runs
-EXP_MARK = "‡ (experiment: no jsonschema import)"
-EXP_PODS = f"pi pods (list pods, local) {EXP_MARK}"
+COLD_LIST = "pi list, 1 model, cold (no master connection open)"
 NOPYC_PODS = "pi pods (list pods, local) § (no bytecode cache, as this machine's env)"
 
 R: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -235,6 +233,13 @@ class Ours:
     def time(self, argv, timeout=300) -> float:
         return timed(argv, env=self.env, timeout=timeout)
 
+    def close_masters(self) -> None:
+        """Close the SSH master connections our pi keeps (untimed): the next call opens its own."""
+        cp = self.cfg / "cp"
+        for sock in (cp.iterdir() if cp.is_dir() else ()):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "unused"], capture_output=True,
+                           timeout=10, check=False)
+
     def wipe(self, pods: list[str]) -> None:
         """Make pods fresh again for a first-run setup: remove everything our setup and starts put there."""
         script = (
@@ -382,20 +387,12 @@ def section_local(ours: Ours, theirs: Theirs, rounds: int) -> None:
         for tool, obj, pi in (pairs if i % 2 == 0 else pairs[::-1]):
             R["cli --help"][tool].append(obj.time(pi("--help"), timeout=60))
             R["pi pods (list pods, local)"][tool].append(obj.time(pi("pods"), timeout=60))
-        R[EXP_PODS]["ours"].append(ours.time([PY, str(BENCH / "experiments" / "cli_lazy_schema.py"), "pods"],
-                                             timeout=60))
         R[NOPYC_PODS]["ours"].append(timed(ours.pi("pods"), env=ours.env_nopyc, timeout=60))
-    R[EXP_PODS]["theirs"] = R[NOPYC_PODS]["theirs"] = R["pi pods (list pods, local)"]["theirs"]
+    R[NOPYC_PODS]["theirs"] = R["pi pods (list pods, local)"]["theirs"]
     NOTES.append("§ this machine sets PYTHONDONTWRITEBYTECODE=1 and the venv holds no .pyc files, so every `pi` run "
                  "would compile click, jsonschema, … from source; all our rows run with a bytecode cache "
                  "(PYTHONPYCACHEPREFIX=bench/.cache/pycache, compiled once, untimed), as an installed pi has. "
                  "The § row is `pi pods` without it.")
-    NOTES.append("‡ rows are an experiment, not the product: our CLI run through bench/experiments/cli_lazy_schema.py "
-                 "(`pi pods`) or list_fast.py --lazy-schema (`pi list`), with a stub jsonschema that validates "
-                 "nothing. Before 2026-11-23 16:00 pi_ansible.state imported jsonschema (≈0.15–0.2 s here) to "
-                 "validate the state file on every read and the gap between a row and its ‡ row was that cost; the "
-                 "file is now checked by hand (jsonschema only explains a malformed file), so the two rows should "
-                 "match: kept as the check that they do.")
 
 
 def section_setup(lab: Lab, ours: Ours, theirs: Theirs, rounds: int) -> None:
@@ -501,16 +498,20 @@ def section_list(lab: Lab, ours: Ours, theirs: Theirs, rounds: int) -> None:
                 break
             steps = [("ours", lambda: ours.time(ours.pi("list", "--pod", OURS), timeout=60)),
                      ("theirs", lambda: theirs.time(theirs.pi("list"), timeout=60)),
-                     ("floor", lambda: floor(lab, OURS)),
-                     ("exp", lambda: ours.time([PY, str(BENCH / "experiments" / "list_fast.py"), "--lazy-schema",
-                                                "list", "--pod", OURS], timeout=60))]
+                     ("floor", lambda: floor(lab, OURS))]
+            if count == 1:
+                steps.append(("cold", lambda: ours.close_masters() or ours.time(ours.pi("list", "--pod", OURS),
+                                                                               timeout=60)))
             for tool, fn in (steps if i % 2 == 0 else steps[::-1]):
-                if tool == "exp":
-                    R[f"{label} {EXP_MARK}"]["ours"].append(fn())
+                if tool == "cold":
+                    R[COLD_LIST]["ours"].append(fn())
                 else:
                     R[label][tool].append(fn())
-        R[f"{label} {EXP_MARK}"]["theirs"] = R[label]["theirs"]
-        R[f"{label} {EXP_MARK}"]["floor"] = R[label]["floor"]
+        if count == 1:
+            R[COLD_LIST]["theirs"], R[COLD_LIST]["floor"] = R[label]["theirs"], R[label]["floor"]
+            NOTES.append("`pi list` goes over the pod's SSH master connection, which any pi command (or Ansible run "
+                         "through pi) opens and keeps 60 s after its last use; the cold row closes it first "
+                         "(`ssh -O exit`, untimed): what a `pi list` after a minute of quiet costs.")
         out = run(theirs.pi("list"), env=theirs.env).stdout
         if "All processes verified" not in out and "✓" not in out:
             NOTES.append(f"their `pi list` with {count} model(s) did not verify every model: "
