@@ -7,9 +7,10 @@ for 60 s after the last session ends. A master whose pod went away fails as fast
 pod's sshd closed the connection, after 3 unanswered keepalives 3 s apart (9-12 s) when the link is cut; a call
 waiting on it then tries a connection of its own (ConnectTimeout), so a cut link costs `pi list` about 20 s.
 
-The sockets live in $ANSIBLE_SSH_CONTROL_PATH_DIR when set, else $PI_CONFIG_DIR/cp (mode 0700). ssh refuses a
-ControlPath longer than its socket address allows (the master's temporary name adds 17 characters to the 40 of %C),
-so a deep config directory uses a private directory under /tmp named for it instead.
+The sockets live in $ANSIBLE_SSH_CONTROL_PATH_DIR when set, else in a runtime directory of this user named for the
+config directory: $XDG_RUNTIME_DIR (or /tmp)/pi-ssh-UID/<12 hex of $PI_CONFIG_DIR's path>, mode 0700. Not in
+the config directory itself: sockets there would break copying or backing it up, and its path can be too long for
+ssh (a ControlPath plus the master's temporary suffix must fit a socket address: 108 bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .sshargs import SshTarget
 PERSIST = "60s"
 # sun_path holds 108 bytes; ssh binds "<path>.<16 random chars>" before renaming: 108 - 1 - 17 - 41 ("/" + %C) = 49.
 MAX_DIR_LEN = 48
+SHARED = f"pi-ssh-{os.getuid()}"  # this user's, under $XDG_RUNTIME_DIR or /tmp
 # What the ControlPath looks like to Ansible: its control_path setting, %-formatted with the directory.
 ANSIBLE_CONTROL_PATH = "%(directory)s/%%C"
 
@@ -43,13 +45,17 @@ def control_dir(config_dir: Path, env: dict | None = None) -> Path | None:
     """Where the master sockets go, or None when no safe, short enough directory is at hand (then no master)."""
     env = os.environ if env is None else env
     given = env.get("ANSIBLE_SSH_CONTROL_PATH_DIR")
-    path = Path(given).expanduser() if given else config_dir.absolute() / "cp"
-    if len(str(path)) > MAX_DIR_LEN and not given:
-        digest = hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:12]
-        shared = Path(tempfile.gettempdir()) / f"pi-ansible-cp-{os.getuid()}"
-        if not _usable(shared):  # another user's directory, or a link: no master rather than a foreign socket
+    if given:
+        path = Path(given).expanduser()
+    else:
+        runtime = env.get("XDG_RUNTIME_DIR") or ""
+        name = hashlib.sha1(str(config_dir.absolute()).encode()).hexdigest()[:12]
+        base = Path(runtime) if runtime.startswith("/") and Path(runtime).is_dir() else Path(tempfile.gettempdir())
+        if len(str(base / SHARED / name)) > MAX_DIR_LEN:
+            base = Path(tempfile.gettempdir())
+        if not _usable(base / SHARED):  # another user's directory, or a link: no master, not a foreign socket
             return None
-        path = shared / digest
+        path = base / SHARED / name
     if len(str(path)) > MAX_DIR_LEN or "%" in str(path) or not path.is_absolute() or not _usable(path):
         return None
     return path

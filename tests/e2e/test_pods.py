@@ -214,7 +214,8 @@ def _masters(cdir: Path) -> dict[str, int]:
 def test_pi_list_and_the_ansible_runs_share_one_master_connection(lab, pi_env):
     from pi_ansible.sshmux import control_dir
 
-    cdir = control_dir(Path(pi_env["PI_CONFIG_DIR"]), env={})
+    cdir = control_dir(Path(pi_env["PI_CONFIG_DIR"]))  # as pi finds it (the same environment but PI_*)
+    assert not str(cdir).startswith(pi_env["PI_CONFIG_DIR"]), "sockets stay out of the config dir"
     setup(lab, "shared", "h100x2", pi_env)  # the probe opens the master, the setup playbook runs over it
     masters = _masters(cdir)
     assert len(masters) == 1, masters

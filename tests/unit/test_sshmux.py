@@ -15,28 +15,28 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_the_sockets_live_in_a_private_directory_under_the_config_dir(monkeypatch):
-    short = Path("/tmp") / f"pi-mux-rel-{os.getpid()}"
-    short.mkdir()
+def test_the_sockets_live_in_a_private_runtime_directory_named_for_the_config_dir(tmp_path, monkeypatch):
+    runtime = Path("/tmp") / f"pmr{os.getpid()}"
+    runtime.mkdir(mode=0o700)
     try:
-        monkeypatch.chdir(short)
-        cdir = control_dir(Path("c"), env={})  # a relative PI_CONFIG_DIR is made absolute: ssh needs a fixed path
-        assert cdir == short / "c" / "cp" and _mode(cdir) == 0o700
+        env = {"XDG_RUNTIME_DIR": str(runtime)}
+        monkeypatch.chdir(tmp_path)
+        a, b = control_dir(Path("c"), env=env), control_dir(tmp_path / ("b" * 60), env=env)
+        assert a == control_dir(tmp_path / "c", env=env), "a relative PI_CONFIG_DIR is made absolute"
+        assert a != b and a.parent == b.parent == runtime / f"pi-ssh-{os.getuid()}"
+        for cdir in (a, b):
+            assert _mode(cdir) == 0o700 and _mode(cdir.parent) == 0o700 and len(str(cdir)) <= MAX_DIR_LEN
+        assert not (tmp_path / "c").exists(), "nothing in the config dir: a socket there breaks copying it"
+        # the longest socket name ssh makes (path + "." + 16 random characters) still fits sun_path (108 bytes)
+        assert len(f"{a}/{'0' * 40}.{'x' * 16}") < 108
+        # without a runtime directory, or with one too deep for a socket path: the same under /tmp
+        tmp_shared = Path("/tmp") / f"pi-ssh-{os.getuid()}"
+        assert control_dir(tmp_path / "c", env={}).parent == tmp_shared
+        assert control_dir(tmp_path / "c", env={"XDG_RUNTIME_DIR": str(tmp_path)}).parent == tmp_shared
     finally:
-        (short / "c" / "cp").rmdir()
-        (short / "c").rmdir()
-        short.rmdir()
-
-
-def test_a_deep_config_dir_gets_a_short_private_directory_of_its_own(tmp_path):
-    deep_a, deep_b = tmp_path / ("a" * 60), tmp_path / ("b" * 60)
-    a, b = control_dir(deep_a, env={}), control_dir(deep_b, env={})
-    assert a != b and a == control_dir(deep_a, env={})  # one per config dir, stable
-    for cdir in (a, b):
-        assert len(str(cdir)) <= MAX_DIR_LEN and _mode(cdir) == 0o700 and _mode(cdir.parent) == 0o700
-        assert cdir.parent.name == f"pi-ansible-cp-{os.getuid()}"
-    # the longest socket name ssh makes (path + "." + 16 random characters) still fits sun_path (108 bytes)
-    assert len(f"{a}/{'0' * 40}.{'x' * 16}") < 108
+        for d in sorted(runtime.rglob("*"), reverse=True):
+            d.rmdir()
+        runtime.rmdir()
 
 
 def test_ansibles_control_path_dir_is_honoured_and_a_long_one_means_no_master(tmp_path):
@@ -48,31 +48,34 @@ def test_ansibles_control_path_dir_is_honoured_and_a_long_one_means_no_master(tm
 
 
 def test_a_directory_others_can_enter_or_do_not_own_is_not_used(tmp_path):
-    short = Path("/tmp") / f"pi-mux-test-{os.getpid()}"
-    short.mkdir(mode=0o755)
+    runtime = Path("/tmp") / f"pmo{os.getpid()}"
+    runtime.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
     try:
-        cp = short / "cp"
-        cp.mkdir(mode=0o777)
+        cp = runtime / f"pi-ssh-{os.getuid()}"
+        cp.mkdir(mode=0o700)
         cp.chmod(0o777)
-        assert control_dir(short, env={}) is None, "a world-writable socket directory"
+        assert control_dir(tmp_path, env=env) is None, "a world-writable socket directory"
         cp.chmod(0o700)
-        assert control_dir(short, env={}) == cp
+        assert control_dir(tmp_path, env=env).parent == cp
         os.chown(cp, 65534, 65534)
         if os.lstat(cp).st_uid != os.getuid():
-            assert control_dir(short, env={}) is None, "another user's directory"
+            assert control_dir(tmp_path, env=env) is None, "another user's directory"
         os.chown(cp, os.getuid(), os.getgid())
+        for d in cp.iterdir():
+            d.rmdir()
         cp.rmdir()
         cp.symlink_to(tmp_path)
-        assert control_dir(short, env={}) is None, "a link"
+        assert control_dir(tmp_path, env=env) is None, "a link"
     finally:
-        for p in short.iterdir():
-            p.unlink() if p.is_symlink() else p.rmdir()
-        short.rmdir()
+        for p in sorted(runtime.rglob("*"), reverse=True):
+            p.unlink() if p.is_symlink() or not p.is_dir() else p.rmdir()
+        runtime.rmdir()
 
 
 def test_batch_ssh_calls_use_the_master_unless_the_ssh_string_brings_its_own(tmp_path, monkeypatch):
     monkeypatch.setenv("PI_CONFIG_DIR", "/tmp/pi-mux-unit")
-    monkeypatch.delenv("ANSIBLE_SSH_CONTROL_PATH_DIR", raising=False)
+    monkeypatch.setenv("ANSIBLE_SSH_CONTROL_PATH_DIR", "/tmp/pi-mux-unit/cp")
     target = parse_ssh("ssh -p 2222 -i /k root@203.0.113.7")
     argv = batch_argv(target, "python3 -")
     assert argv[0] == "ssh" and argv[-3:] == ["--", "root@203.0.113.7", "python3 -"]
