@@ -26,3 +26,13 @@ def config_dir() -> Path:
 
 def runs_dir() -> Path:
     return config_dir() / "ansible-runs"
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Readers never see a half-written file, even while another process writes it (a temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)  # an older temp file of the same name keeps its mode through O_CREAT
+    os.replace(tmp, path)

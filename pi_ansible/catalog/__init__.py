@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -237,10 +235,6 @@ def from_pi_format(doc: dict) -> dict:
     return {"version": 1, "models": models}
 
 
-def _read(path: Path) -> object:
-    return _parse(path, _read_text(path))
-
-
 # --- which file contents already passed the schema check ------------------------------------------------------
 
 _CHECKED_KEEP = 16
@@ -268,14 +262,13 @@ def _was_checked(key: str) -> bool:
 
 def _remember_checked(key: str) -> None:
     """Best effort (a read-only config dir only costs the check next time); written whole, mode 0600."""
+    from pi_ansible.paths import write_atomic
+
     path = _checked_file()
     try:
         keys = [k for k in (path.read_text().split() if path.exists() else []) if k != key][-(_CHECKED_KEEP - 1):]
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-checked.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join([*keys, key]) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, "\n".join([*keys, key]) + "\n", 0o600)
     except OSError:
         pass
 

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..paths import write_atomic
 from . import net
 from .errors import LabError
 from .gpu_profiles import DEFAULT_ORDER, PROFILES
@@ -59,7 +60,7 @@ def _read_state(lab: LabLayout) -> dict[str, Pod]:
 
 
 def _write_state(lab: LabLayout, pods: dict[str, Pod]) -> None:
-    _write_atomic(lab.state, json.dumps({"pods": [asdict(p) for p in sorted(pods.values(), key=lambda p: p.slot)]},
+    write_atomic(lab.state, json.dumps({"pods": [asdict(p) for p in sorted(pods.values(), key=lambda p: p.slot)]},
                                         indent=2))
 
 
@@ -85,14 +86,6 @@ def _locked(lab: LabLayout, wait_s: float = LOCK_WAIT_S):
                     told = True
                 time.sleep(0.5)
         yield
-
-
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Readers (ssh -F, ansible -i) never see a half-written file, even while another run writes it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
 
 
 def require_root() -> None:
@@ -233,7 +226,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
                 known[parts[0]] = line
     for name, pub in host_keys.items():
         known[pods[name].ip] = f"{pods[name].ip} ssh-ed25519 {pub}"
-    _write_atomic(lab.known_hosts, "".join(known[p.ip] + "\n" for p in pods.values() if p.ip in known))
+    write_atomic(lab.known_hosts, "".join(known[p.ip] + "\n" for p in pods.values() if p.ip in known))
 
     blocks = []
     for p in sorted(pods.values(), key=lambda p: p.slot):
@@ -249,7 +242,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
             f"  ControlPath {lab.root}/cm-%C\n"
             "  ControlPersist 60s\n"
         )
-    _write_atomic(lab.ssh_config, "# pi-ansible lab pods (written by `pi lab up`)\n" + "\n".join(blocks), 0o600)
+    write_atomic(lab.ssh_config, "# pi-ansible lab pods (written by `pi lab up`)\n" + "\n".join(blocks), 0o600)
 
     from .servicectl import lab_service_urls  # only needed once pods exist
 
@@ -269,7 +262,7 @@ def _write_access_files(lab: LabLayout, pods: dict[str, Pod], host_keys: dict[st
             },
         }}}
     }
-    _write_atomic(lab.inventory, json.dumps(inventory, indent=2) + "\n")
+    write_atomic(lab.inventory, json.dumps(inventory, indent=2) + "\n")
 
 
 def _wait_ssh(lab: LabLayout, pods: list[Pod]) -> None:
