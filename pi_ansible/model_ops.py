@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import re
 import secrets as secrets_mod
+import shlex
 import socket
 import subprocess
 import threading
@@ -16,9 +18,13 @@ from .ssh import batch_argv
 from .sshargs import validate_name
 from .state import StateStore
 
+_INTERPRETER = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 
-def _inventory(pod: str, target) -> dict:
-    return {"all": {"hosts": {pod: {**target.ansible_vars(), "ansible_python_interpreter": "auto_silent"}}}}
+
+def _inventory(pod: str, target, python: str | None = None) -> dict:
+    """One host; PYTHON (a path the pod reported) spares Ansible its interpreter discovery round trips."""
+    interpreter = python if python and _INTERPRETER.match(python) else "auto_silent"
+    return {"all": {"hosts": {pod: {**target.ansible_vars(), "ansible_python_interpreter": interpreter}}}}
 
 
 def stop_models(pod: str, names: list[str], *, on_event: Callable | None = None,
@@ -115,16 +121,88 @@ def release_placement_lock(target, token: str) -> None:
         subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
 
 
+class PlacementRead:
+    """What a start plans from, in one SSH call outside the placement lock (pod_status.py's placement read),
+    started early so the CLI's own preparation runs meanwhile. result(): {pod, gpus, models, digest, python},
+    or None when the read failed or the pod is not set up (the playbook's locked path then reads, and explains)."""
+
+    def __init__(self, target):
+        from .model_list import STATUS_SCRIPT
+        from .planning.gpu_facts_parse import SMI_CALLS
+
+        argv = batch_argv(target, "python3 - placement " + shlex.quote(json.dumps(SMI_CALLS)))
+        self.proc: subprocess.Popen | None = None
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
+            # the script (~12 KB) fits in the pipe's buffer: written now, the pod starts on it at once
+            self.proc.stdin.write(STATUS_SCRIPT.read_text())
+            self.proc.stdin.close()
+            self.proc.stdin = None  # so communicate() does not flush the closed pipe
+        except OSError:
+            if self.proc is not None:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def result(self, timeout: float = 30) -> dict | None:
+        from .planning.gpu_facts_parse import SMI_CALLS, facts_from_runs
+
+        if self.proc is None:
+            return None
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+            data = json.loads(out) if self.proc.returncode == 0 else None
+            if not (isinstance(data, dict) and isinstance(data.get("pod"), dict)
+                    and isinstance(data.get("models"), dict) and set(data.get("nvidia_smi") or {}) == set(SMI_CALLS)):
+                return None
+            gpus = facts_from_runs(data["nvidia_smi"])
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return None
+        except (OSError, ValueError, TypeError, IndexError):
+            return None
+        if gpus.get("failure"):
+            return None
+        return {"pod": data["pod"], "gpus": gpus, "models": data["models"], "digest": str(data.get("digest") or ""),
+                "python": data.get("python")}
+
+
+def plan_ahead(pod: str, model_start: dict, read: dict | None) -> dict | None:
+    """model_start's plan, made here from READ (the playbook's planner, same inputs), with what the start task
+    needs to check it under the lock; None where the playbook's locked path should plan instead: no read, a
+    model the catalog does not know (its config.json is fetched on the pod), or a request the planner refuses
+    (the playbook then refuses it with the same words as for any ansible-playbook run)."""
+    from .catalog import load_catalog
+    from .planning.start_request import model_service_vars
+
+    if read is None or not read["digest"] or load_catalog().get(model_start["model"]) is None:
+        return None
+    try:
+        storage, venv = read["pod"]["storage"], read["pod"]["engine"]["venv"]
+        plan = model_service_vars(model_start, read["gpus"], read["models"], venv=venv, pod=pod)
+        pod_vars = {"engine": {"venv": venv}, "storage": {"hf_home": storage["hf_home"],
+                                                            "hf_endpoint": storage.get("hf_endpoint") or ""}}
+    except (PiError, KeyError, TypeError, ValueError):
+        return None
+    if plan.get("model_service_action") not in ("start", "resume"):
+        return None
+    return {"plan": plan, "pod": pod_vars, "state_digest": read["digest"]}
+
+
 def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Callable | None = None,
                 on_log: Callable[[str], None] | None = None, store: StateStore | None = None,
                 env=None) -> dict:
     """One run of playbooks/model_start.yml; returns the plan and the endpoint. Local cache follows the pod."""
     from .pod_setup import read_secrets
-    from .runner import run_playbook
+    from .pod_status import STALE_PLAN
+    from .runner import PlaybookFailed, run_playbook
 
     store = store or StateStore()
     target = store.load().target(pod)
     secrets = read_secrets(env)
+    reading = PlacementRead(target)  # the SSH read runs while the rest is prepared
     name = request["name"]
     token = secrets_mod.token_hex(8)  # names this run's placement lock and its download log on the pod
     # Both followers start with the run (the engine's journal from now on; this run's download log, which
@@ -135,24 +213,40 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     ] if on_log else []
 
     who = f"pi start ({getpass.getuser()}@{socket.gethostname()})"
+    model_start = {**request, "verify": verify, "started_by": who, "lock_token": token, "existing": "resume"}
+    # The pod is read and the start planned here (one SSH call, ~0.1 s on the master connection) rather than by
+    # a locked Ansible task (~1 s): the start task takes the lock and checks nothing changed in between.
+    import ansible_runner  # noqa: F401  (run_playbook's ~0.3 s of imports, while the read is under way)
+
+    read = reading.result()
+    ahead = plan_ahead(pod, model_start, read)
     for follower in followers:
         follower.start()
-    try:
-        result = run_playbook(
-            "model_start.yml", inventory=_inventory(pod, target),
-            extravars={"model_start": {**request, "verify": verify, "started_by": who, "lock_token": token,
-                                       "existing": "resume"}},
+
+    def run(extra: dict | None):
+        return run_playbook(
+            "model_start.yml", inventory=_inventory(pod, target, (read or {}).get("python")),
+            extravars={"model_start": {**model_start, **(extra or {})}},
             secret_vars={"model_service_api_key": secrets["PI_API_KEY"],
                          "model_service_hf_token": secrets["HF_TOKEN"]},
             on_event=on_event, label=f"{pod}-{request['name']}",
             what=f"starting {request['model']} as {request['name']} on pod {pod}")
+
+    try:
+        try:
+            result = run(ahead)
+        except PlaybookFailed as exc:
+            if ahead is None or STALE_PLAN not in str(exc):
+                raise
+            ahead = None  # another start changed the pod after the read: plan again, under the lock
+            result = run(None)
     except Interrupted:
         release_placement_lock(target, token)
         raise
     finally:
         for follower in followers:
             follower.stop()
-    plan = result.facts.get(pod, {}).get("model_start_plan", {})
+    plan = ahead["plan"] if ahead else result.facts.get(pod, {}).get("model_start_plan", {})
     manifest = {"name": request["name"], "model": request["model"], "port": plan.get("model_service_port"),
                 "gpus": plan.get("model_service_gpus"), "served_name": plan.get("model_service_served_name"),
                 "args": plan.get("model_service_args"), "unit": f"pi-model-{request['name']}.service",

@@ -9,9 +9,11 @@ Decisions that need no I/O (the state of a model) are pure functions at the top.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +21,9 @@ import urllib.request
 
 ETC = "/etc/pi-ansible"
 MODELS_DIR = ETC + "/models"
+POD_FILE = ETC + "/pod.json"
+PLACEMENT_LOCK = "/run/pi-ansible/placement.lock"
+LOCK_STALE_S = 120  # a lock this old was left by a run that died
 UNIT_PREFIX = "pi-model-"
 SHOW_PROPS = ("Id", "LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
               "ActiveEnterTimestampMonotonic", "UnitFileState")
@@ -211,5 +216,87 @@ def collect(log_lines: int = 8) -> dict:
     return {"models": models, "listening_ports": parse_listening_ports(tables), "gpu_processes": gpu_procs}
 
 
+# In the failure of a start whose plan was made outside the lock and no longer holds (the CLI plans again).
+STALE_PLAN = "the pod's models changed after this start was planned"
+
+
+def state_digest(etc_dir: str = ETC) -> str:
+    """What a placement depends on that another start or a setup changes, as one hash: pod.json and every
+    model manifest (name and bytes). A plan made outside the placement lock records it; the start compares it
+    under the lock."""
+    h = hashlib.sha256()
+    for path in [os.path.join(etc_dir, "pod.json"), *sorted(glob.glob(os.path.join(etc_dir, "models", "*.json")))]:
+        try:
+            with open(path, "rb") as fh:
+                h.update(os.path.relpath(path, etc_dir).encode() + b"\0" + hashlib.sha256(fh.read()).digest())
+        except OSError:
+            continue
+    return h.hexdigest()
+
+
+def take_placement_lock(token: str, wait: float, lock: str = PLACEMENT_LOCK) -> float | None:
+    """Seconds waited for the pod's placement lock (a directory: mkdir is atomic, exactly one start gets it),
+    or None when another start held it for longer than WAIT. The owner file names TOKEN, so an interrupted
+    caller can release its own lock."""
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    started = time.monotonic()
+    while True:
+        try:
+            os.mkdir(lock)
+        except FileExistsError:
+            try:
+                if time.time() - os.stat(lock).st_mtime > LOCK_STALE_S:
+                    shutil.rmtree(lock, ignore_errors=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() - started > wait:
+                return None
+            time.sleep(0.1)
+            continue
+        with open(os.path.join(lock, "owner"), "w") as fh:
+            fh.write(token + "\n")
+        return round(time.monotonic() - started, 2)
+
+
+def _nvidia_smi_start(args: list[str]):
+    try:
+        return subprocess.Popen(["nvidia-smi", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "LC_ALL": "C", "LANG": "C"})
+    except OSError as exc:
+        return exc
+
+
+def _nvidia_smi_result(proc) -> list:
+    if isinstance(proc, OSError):
+        return [127, "", str(proc)]
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return [124, "", "nvidia-smi did not answer within 30 s"]
+    return [proc.returncode, out, err]
+
+
+def placement_inputs(smi_calls: dict) -> dict:
+    """What `pi start` plans from, read in one SSH call without the lock: pod.json (None when missing or
+    unreadable), the models as collect() sees them, the raw output of each nvidia-smi call in SMI_CALLS
+    ({key: argv}; the controller parses it), state_digest() and this python's path."""
+    try:
+        with open(POD_FILE) as fh:
+            pod = json.load(fh)
+    except (OSError, ValueError):
+        pod = None
+    digest = state_digest()
+    # nvidia-smi is slow (50-300 ms a call): the calls run side by side, and beside collect()
+    procs = {key: _nvidia_smi_start([str(a) for a in argv]) for key, argv in smi_calls.items()}
+    models = collect()
+    return {"pod": pod, "digest": digest, "models": models, "python": sys.executable,
+            "nvidia_smi": {key: _nvidia_smi_result(proc) for key, proc in procs.items()}}
+
+
 if __name__ == "__main__":
-    json.dump(collect(), sys.stdout)
+    if sys.argv[1:2] == ["placement"]:
+        json.dump(placement_inputs(json.loads(sys.argv[2])), sys.stdout)
+    else:
+        json.dump(collect(), sys.stdout)

@@ -268,13 +268,21 @@ def build_facts(query_gpu_text: str, rc: int = 0, header_text: str = "", compute
     return facts
 
 
+# The three nvidia-smi calls GPU facts come from: {key: arguments}.
+SMI_CALLS = {
+    "gpus": ["--query-gpu=" + ",".join(QUERY_GPU_FIELDS), "--format=csv,noheader,nounits"],
+    "apps": ["--query-compute-apps=" + ",".join(QUERY_APPS_FIELDS), "--format=csv,noheader,nounits"],
+    "table": [],
+}
+
+
+def facts_from_runs(runs: dict) -> dict:
+    """pi_gpus from {key of SMI_CALLS: (rc, stdout, stderr)}."""
+    return build_facts(runs["gpus"][1], rc=runs["gpus"][0], header_text=runs["table"][1],
+                       compute_apps_text=runs["apps"][1])
+
+
 def gather(run) -> dict:
     """pi_gpus from the three nvidia-smi calls the fact modules make; RUN(argv) returns (rc, stdout, stderr)
     for nvidia-smi with those arguments (the caller owns the I/O and the locale)."""
-    runs = {key: run(args) for key, args in (
-        ("gpus", ["--query-gpu=" + ",".join(QUERY_GPU_FIELDS), "--format=csv,noheader,nounits"]),
-        ("apps", ["--query-compute-apps=" + ",".join(QUERY_APPS_FIELDS), "--format=csv,noheader,nounits"]),
-        ("table", []),
-    )}
-    return build_facts(runs["gpus"][1], rc=runs["gpus"][0], header_text=runs["table"][1],
-                       compute_apps_text=runs["apps"][1])
+    return facts_from_runs({key: run(args) for key, args in SMI_CALLS.items()})

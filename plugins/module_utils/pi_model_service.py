@@ -196,7 +196,7 @@ def journal(unit, cursor):
     return subprocess.run(argv, capture_output=True, text=True).stdout
 
 
-def wait_healthy(name, port, timeout, cursor, classify, describe, poll=0.2):
+def wait_healthy(name, port, timeout, cursor, classify, describe, poll=0.2, first_poll=0.05, first_s=10):
     """None when /health answers 200, else (failure kind, message): a recognised engine failure ends the wait
     at once (restarting will not cure it), an unknown one gets systemd's retries until the unit gives up."""
     unit = unit_name(name)
@@ -210,7 +210,8 @@ def wait_healthy(name, port, timeout, cursor, classify, describe, poll=0.2):
             log = journal(unit, cursor)
             if classify(log) or state.get("ActiveState") in ("failed", "inactive"):
                 return (classify(log) or ("unknown", ""))[0], describe(log, f"model {name} failed to start")
-        time.sleep(poll)
+        # often at first (a small model or a warm restart answers within a second), then every POLL
+        time.sleep(first_poll if time.monotonic() - started < first_s else poll)
     return "timeout", describe(journal(unit, cursor), f"model {name} did not answer /health within {timeout} s")
 
 

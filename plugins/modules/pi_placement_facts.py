@@ -39,39 +39,12 @@ waited:
 """
 
 import json
-import os
 import shutil
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.gpu_facts_parse import gather
-from ansible.module_utils.pi_pod_status import collect
-
-POD_FILE = "/etc/pi-ansible/pod.json"
-LOCK = "/run/pi-ansible/placement.lock"
-STALE_S = 120
-
-
-def _take_lock(token, wait):
-    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
-    started = time.monotonic()
-    while True:
-        try:
-            os.mkdir(LOCK)  # atomic: exactly one start gets it
-        except FileExistsError:
-            try:
-                if time.time() - os.stat(LOCK).st_mtime > STALE_S:
-                    shutil.rmtree(LOCK, ignore_errors=True)
-                    continue
-            except FileNotFoundError:
-                continue
-            if time.monotonic() - started > wait:
-                return None
-            time.sleep(0.2)
-            continue
-        with open(os.path.join(LOCK, "owner"), "w") as fh:
-            fh.write(token + "\n")
-        return round(time.monotonic() - started, 2)
+from ansible.module_utils.pi_pod_status import PLACEMENT_LOCK as LOCK
+from ansible.module_utils.pi_pod_status import POD_FILE, collect, take_placement_lock
 
 
 def main():
@@ -92,7 +65,7 @@ def main():
         module.fail_json(msg=f"{POD_FILE} on {p['pod']} cannot be read ({exc}): run `pi pods setup` on it again")
     waited = 0.0
     if not module.check_mode:
-        waited = _take_lock(p["lock_token"], p["lock_wait"])
+        waited = take_placement_lock(p["lock_token"], p["lock_wait"])
         if waited is None:
             module.fail_json(msg=f"another start on {p['pod']} has held the placement lock for over {p['lock_wait']} s; "
                                  f"wait for it, or remove {LOCK} on the pod if no start is running")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -145,6 +146,43 @@ def test_plain_ansible_playbook_plans_and_writes_the_same_unit_as_pi_start(lab, 
     assert ansible_manifest["started_by"] == "ansible-playbook"
     assert listed(env)["same"]["state"] == "running", "pi list shows models started by plain ansible-playbook"
     run_pi("stop", "same", env=env)
+
+
+def test_a_start_planned_before_another_lands_is_planned_again_under_the_lock(lab, env, monkeypatch):
+    """`pi start` plans from one read of the pod made outside the placement lock, and its start task checks under
+    the lock that the pod's models did not change. Here another start lands between that read and the lock: the
+    stale plan writes nothing and removes nothing, and pi plans again under the lock (another port)."""
+    from pi_ansible import model_ops
+
+    run_pi("stop", env=env)
+    first = run_pi("start", "Qwen/Qwen3-0.6B", "--name", "first", env=env)
+    assert re.search(r"skip +Plan under the pod's placement lock", first.stderr), first.stderr
+    assert "Take the pod's placement lock" not in first.stderr, "a plain start plans before its run"
+    run_pi("stop", "first", env=env)
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    real_result = model_ops.PlacementRead.result
+
+    def read_then_another_start(self, timeout=30):
+        got = real_result(self, timeout)
+        run_pi("start", "Qwen/Qwen3-0.6B", "--name", "first", env=env)  # lands on the port this read saw free
+        return got
+
+    monkeypatch.setattr(model_ops.PlacementRead, "result", read_then_another_start)
+    events = []
+    try:
+        out = model_ops.start_model("h100", model_ops.validate_request("Qwen/Qwen3-0.6B", "second", None, None, None,
+                                                                      None), on_event=events.append)
+        said = [(e.task, e.status, e.message) for e in events if e.status in ("ok", "failed")]
+        stale = [m for _, status, m in said if status == "failed"]
+        assert stale and all("changed after this start was planned" in m for m in stale), said
+        assert ("Take the pod's placement lock and read its setup, GPUs and models", "ok", "") in said
+        models = listed(env)
+        assert models["first"]["state"] == models["second"]["state"] == "running", "the stale run removed nothing"
+        assert out["port"] == models["second"]["port"] != models["first"]["port"] == 8001
+    finally:
+        run_pi("stop", env=env)
 
 
 def test_a_process_on_8001_is_skipped_by_port_choice(lab, env):
