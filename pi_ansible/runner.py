@@ -206,6 +206,8 @@ def run_playbook(
         "ANSIBLE_ACTION_PLUGINS": str(root / "plugins" / "action"),
         "ANSIBLE_NOCOLOR": "1",
         **ansible_env(control_dir(config_dir())),  # the pods' master connections, shared with pi's direct SSH
+        # ansible-runner writes an inventory given as data to hosts.json: only the yaml plugin need load (~0.05 s)
+        **({"ANSIBLE_INVENTORY_ENABLED": "ansible.builtin.yaml"} if isinstance(inventory, dict) else {}),
         **{name: "" for name in SECRET_ENV if name in os.environ},
     }
     interrupted: list[TaskEvent | None] = []
