@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -80,7 +81,7 @@ def test_the_placement_read_runs_on_a_python3_and_reports_what_the_planner_needs
                    f"  --query-compute-apps=*) cat {fixtures}/h100-590.48.01.compute-apps-idle.csv ;;\n"
                    f"  *) cat {fixtures}/h100-590.48.01.table-idle.txt ;;\nesac\n")
     smi.chmod(0o755)
-    script = open(pod_status.__file__).read()
+    script = Path(pod_status.__file__).read_text()
     proc = subprocess.run([sys.executable, "-", "placement", json.dumps(SMI_CALLS)], input=script, text=True,
                           capture_output=True, timeout=60,
                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
