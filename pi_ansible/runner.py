@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -132,6 +133,27 @@ def _rotate(base: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _no_close_grace() -> None:
+    """ansible-runner closes ansible-playbook's pty only after its loop saw the process exit, and ptyprocess then
+    sleeps 0.1 s "to give the kernel time" before checking that the child is gone: every run paid it for nothing.
+    The grace is an attribute each PtyProcess sets in __init__; the spawn hook clears it (if the child were alive
+    after all, close() still terminates it)."""
+    import pexpect.pty_spawn
+
+    spawn = pexpect.pty_spawn.spawn
+    if getattr(spawn._spawnpty, "_pi_no_grace", False):
+        return
+    original = spawn._spawnpty
+
+    def _spawnpty(self, args, **kwargs):
+        proc = original(self, args, **kwargs)
+        proc.delayafterclose = 0
+        return proc
+
+    _spawnpty._pi_no_grace = True
+    spawn._spawnpty = _spawnpty
+
+
 def run_playbook(
     playbook: str,
     *,
@@ -146,6 +168,8 @@ def run_playbook(
 ) -> RunResult:
     """Run playbooks/<playbook> with the repo's ansible.cfg; raise PlaybookFailed naming hosts and tasks."""
     import ansible_runner  # ~0.3 s of imports that local commands must not pay
+
+    _no_close_grace()
 
     root = content_root()
     base = runs_dir()
@@ -196,7 +220,7 @@ def run_playbook(
 
     bindir = str(Path(sys.executable).parent)
     envvars = {
-        # ansible-runner starts `ansible-playbook` by name: without the venv on PATH it exits 127.
+        # The venv's tools first, as an activated venv has them (ansible-playbook itself runs as sys.executable -m).
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
         "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(root / "roles"),
@@ -205,6 +229,7 @@ def run_playbook(
         "ANSIBLE_FILTER_PLUGINS": str(root / "plugins" / "filter"),
         "ANSIBLE_ACTION_PLUGINS": str(root / "plugins" / "action"),
         "ANSIBLE_NOCOLOR": "1",
+        "PI_ANSIBLE_CACHE": str(config_dir() / "cache" / "ansible"),  # ansible_launcher.py's parsed routing table
         **ansible_env(control_dir(config_dir())),  # the pods' master connections, shared with pi's direct SSH
         # ansible-runner writes an inventory given as data to hosts.json: only the yaml plugin need load (~0.05 s)
         **({"ANSIBLE_INVENTORY_ENABLED": "ansible.builtin.yaml"} if isinstance(inventory, dict) else {}),
@@ -225,15 +250,19 @@ def run_playbook(
 
     previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     try:
-        with _secret_vars_file(secret_vars) as cmdline:
+        with _secret_vars_file(secret_vars) as secrets:
+            # ansible-playbook through ansible_launcher (a routing table parsed once per machine): with a binary,
+            # ansible-runner leaves the playbook's path to the command line.
+            cmdline = shlex.join(["-m", "pi_ansible.ansible_launcher", str(root / "playbooks" / playbook)])
             runner = ansible_runner.run(
                 private_data_dir=str(private),
                 project_dir=str(root),
                 playbook=str(root / "playbooks" / playbook),
+                binary=sys.executable,
                 inventory=inventory,
                 extravars=extravars or {},
                 envvars=envvars,
-                cmdline=cmdline,
+                cmdline=f"{cmdline} {secrets}" if secrets else cmdline,
                 limit=limit,
                 event_handler=handle,
                 cancel_callback=lambda: bool(interrupted),

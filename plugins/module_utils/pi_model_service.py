@@ -179,7 +179,7 @@ def systemctl(*args):
 
 
 def unit_state(unit):
-    out = systemctl("show", unit, "-p", "ActiveState,SubState,NRestarts,Result,UnitFileState").stdout
+    out = systemctl("show", unit, "-p", "ActiveState,SubState,NRestarts,Result,UnitFileState,NeedDaemonReload").stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -213,6 +213,21 @@ def wait_healthy(name, port, timeout, cursor, classify, describe, poll=0.2, firs
         # often at first (a small model or a warm restart answers within a second), then every POLL
         time.sleep(first_poll if time.monotonic() - started < first_s else poll)
     return "timeout", describe(journal(unit, cursor), f"model {name} did not answer /health within {timeout} s")
+
+
+def tool_call_probe(served_name):
+    """The tool-call check: a request any agentic model answers with one call of get_weather."""
+    return {
+        "model": served_name,
+        "max_tokens": 256,
+        "messages": [{"role": "user",
+                      "content": "What is the weather in Paris? Call the get_weather tool with `Paris`."}],
+        "tools": [{"type": "function", "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "tool_choice": "auto",
+    }
 
 
 def post_json(url, body, api_key, timeout=120):

@@ -13,7 +13,7 @@ description:
     the same revision is recorded and every file is still there, restarts the unit when its files changed (or
     I(restart)), otherwise starts it if it is not running and clears a crashed unit's failed state, enables it,
     waits for C(/health) while watching the journal for recognised engine failures, and sends the tool-call
-    check request.
+    check request (I(verify)), failing when the answer carries no structured tool call.
   - Everything a start needs happens in this one task, so a start costs one SSH round trip of Ansible work.
   - It does not remove a model that failed to start; the role's rescue does (and explains the failure).
 options:
@@ -49,7 +49,15 @@ options:
   wait: {description: Wait for /health., type: bool, default: true}
   port: {description: The model's HTTP port., type: int, default: 8001}
   wait_timeout: {description: Seconds to wait for /health., type: int, default: 900}
-  verify_request: {description: Chat request to send after /health (the tool-call check); omit to skip., type: dict}
+  verify:
+    description:
+      - After /health, ask the model to call a tool (a chat request with one tool, as C(served_name)) and fail
+        with failure C(tool_calls) when the call comes back as text in the message rather than as structured
+        C(tool_calls), naming the tool-call parser that would read what the model wrote.
+    type: bool
+    default: false
+  served_name: {description: The model name the endpoint serves (the check's request names it)., type: str, default: ""}
+  engine_args: {description: The engine's arguments (a failed check names their tool-call parser)., type: list, elements: str, default: []}
   api_key: {description: The endpoint's API key for the check (secret)., type: str, default: ""}
 author: pi-ansible
 """
@@ -70,10 +78,10 @@ changed_files: {description: Which of manifest, env, unit changed., returned: al
 downloaded: {description: Whether the Hub client ran (false when a complete download was recorded)., returned: always, type: bool}
 restarted: {description: Whether the unit was restarted or started here., returned: always, type: bool}
 enabled: {description: Whether the unit was enabled here (it starts on boot)., returned: always, type: bool}
-verify_response: {description: The tool-call check's response., returned: when verify_request is given, type: dict}
+verify_response: {description: The tool-call check's response., returned: when I(verify), type: dict}
 download_log: {description: The Hub client's output, after a failed download., returned: on download failure, type: str}
 failure:
-  description: What failed (stale, locked, download, unit, a recognised engine failure, timeout, verify).
+  description: What failed (stale, locked, download, unit, a recognised engine failure, timeout, verify, tool_calls).
   returned: on failure
   type: str
 """
@@ -94,6 +102,7 @@ from ansible.module_utils.pi_model_service import (
     post_json,
     record_weights,
     systemctl,
+    tool_call_probe,
     unit_name,
     unit_state,
     wait_healthy,
@@ -102,6 +111,7 @@ from ansible.module_utils.pi_model_service import (
     write_files,
 )
 from ansible.module_utils.pi_pod_status import STALE_PLAN, state_digest, take_placement_lock
+from ansible.module_utils.pi_tool_calls import verdict
 
 SPEC = {
     "name": {"type": "str", "required": True},
@@ -123,7 +133,9 @@ SPEC = {
     "wait": {"type": "bool", "default": True},
     "port": {"type": "int", "default": 8001},
     "wait_timeout": {"type": "int", "default": 900},
-    "verify_request": {"type": "dict"},
+    "verify": {"type": "bool", "default": False},
+    "served_name": {"type": "str", "default": ""},
+    "engine_args": {"type": "list", "elements": "str", "default": []},
     "api_key": {"type": "str", "default": "", "no_log": True},
 }
 
@@ -182,9 +194,10 @@ def main():
     cursor = journal_cursor(unit)  # only the engine's new log lines explain a failure of this start
     state = unit_state(unit)
     enable = state.get("UnitFileState") != "enabled"
-    if restart:
-        if enable:  # the reload below covers it: one reload (~0.13 s) rather than two
-            systemctl("enable", "--no-reload", unit)
+    if enable:  # symlinks for boot only: the running manager needs no reload for them
+        systemctl("enable", "--no-reload", unit)
+    if restart and state.get("NeedDaemonReload") == "yes":
+        # Only a unit systemd has loaded goes stale; a new one is read from disk when started (a reload is ~0.15 s).
         systemctl("daemon-reload")
     if state.get("ActiveState") == "failed" or state.get("Result", "success") != "success":
         systemctl("reset-failed", unit)  # systemd refuses to start a unit past its restart cap
@@ -193,20 +206,21 @@ def main():
         if proc.returncode != 0:
             fail("unit", f"systemctl restart {unit} failed: {proc.stderr.strip()}")
         result["restarted"] = True
-    if enable and not restart:
-        systemctl("enable", unit)
     result["enabled"] = enable
 
     if p["wait"]:
         failed = wait_healthy(p["name"], p["port"], p["wait_timeout"], cursor, classify, describe)
         if failed:
             fail(failed[0], failed[1])
-        if p["verify_request"] is not None:
-            response, error = post_json(f"http://127.0.0.1:{p['port']}/v1/chat/completions", p["verify_request"],
-                                        p["api_key"])
+        if p["verify"]:
+            response, error = post_json(f"http://127.0.0.1:{p['port']}/v1/chat/completions",
+                                        tool_call_probe(p["served_name"] or p["name"]), p["api_key"])
             if error:
                 fail("verify", f"the tool-call check request to model {p['name']} failed: {error}")
             result["verify_response"] = response
+            problem = verdict(response, p["engine_args"])
+            if problem:
+                fail("tool_calls", problem)
     done()
 
 

@@ -235,3 +235,16 @@ def test_name_taken_and_gated_model(lab, env):
         assert pod_files(lab) == before
     finally:
         run_pi("stop", env=env)
+
+
+def test_tool_calls_that_come_back_as_text_fail_the_start_and_name_the_parser(lab, env):
+    """The start task's tool-call check: with the wrong parser the engine writes its native call into the message
+    text; the start fails saying which parser reads it, and the model is removed again."""
+    run_pi("stop", env=env)
+    before = pod_files(lab)
+    proc = run_pi("start", "Qwen/Qwen3-0.6B", "--name", "parser", "--vllm", "--enable-auto-tool-choice",
+                  "--tool-call-parser", "mistral", env=env, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "tool calls come back as text" in proc.stderr and "(tool-call parser: mistral)" in proc.stderr
+    assert "--tool-call-parser hermes" in proc.stderr, proc.stderr
+    assert pod_files(lab) == before and "parser" not in listed(env)

@@ -1,0 +1,1 @@
+../../pi_ansible/planning/tool_calls.py
