@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH=$PWD/.venv/bin:$PATH
 echo "==> ruff"
-ruff check pi_ansible tests bench
+ruff check pi_ansible tests bench plugins
 PYTEST=(pytest -q -p no:cacheprovider --timeout=900)
 if [ "$#" -gt 0 ]; then
     echo "==> pytest $*"

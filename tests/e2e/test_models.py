@@ -121,6 +121,16 @@ def test_stop_frees_the_gpus_and_leaves_nothing_and_logs_show_the_engine(lab, en
     assert missing.returncode == 1 and "no model named 'nope'" in missing.stderr
 
 
+def plain_inventory(lab, tmp_path) -> Path:
+    """The lab pod as a plain Ansible user would list it (no interpreter named: Ansible discovers it)."""
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"h100": {
+        "ansible_host": lab.pod(POD)["ip"], "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(Path(lab.ssh_config).with_name("id_ed25519")),
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={Path(lab.ssh_config).with_name('known_hosts')}"}}}}))
+    return inventory
+
+
 def test_plain_ansible_playbook_plans_and_writes_the_same_unit_as_pi_start(lab, env, tmp_path):
     run_pi("stop", env=env)
     run_pi("start", "Qwen/Qwen3-8B", "--name", "same", "--memory", "45%", "--context", "16k", env=env)
@@ -128,11 +138,7 @@ def test_plain_ansible_playbook_plans_and_writes_the_same_unit_as_pi_start(lab, 
     cli_manifest = json.loads(lab.ssh(POD, "cat /etc/pi-ansible/models/same.json").stdout)
     run_pi("stop", "same", env=env)
 
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"hosts": {"h100": {
-        "ansible_host": lab.pod(POD)["ip"], "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(Path(lab.ssh_config).with_name("id_ed25519")),
-        "ansible_ssh_common_args": f"-o UserKnownHostsFile={Path(lab.ssh_config).with_name('known_hosts')}"}}}}))
+    inventory = plain_inventory(lab, tmp_path)
     extra = json.dumps({"model_start": {"model": "Qwen/Qwen3-8B", "name": "same", "memory": "45%", "context": "16k"}})
     proc = subprocess.run([str(Path(os.sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
                            "playbooks/model_start.yml", "-e", extra], cwd=REPO, capture_output=True, text=True,
@@ -248,3 +254,26 @@ def test_tool_calls_that_come_back_as_text_fail_the_start_and_name_the_parser(la
     assert "tool calls come back as text" in proc.stderr and "(tool-call parser: mistral)" in proc.stderr
     assert "--tool-call-parser hermes" in proc.stderr, proc.stderr
     assert pod_files(lab) == before and "parser" not in listed(env)
+
+
+def test_the_role_alone_runs_its_start_module_the_normal_way_when_the_pods_python_is_unknown(lab, env, tmp_path):
+    """pi_model_service's action plugin runs the module's code without AnsibleModule once the pod's Python is known;
+    before that (the role as the play's first work, no interpreter in the inventory) it runs the module the normal
+    way, AnsiballZ payload kept between runs, and the model starts the same."""
+    run_pi("stop", env=env)
+    play = tmp_path / "role.yml"
+    play.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "roles": [{"role": "model_service", "vars": {
+        "model_service_name": "direct", "model_service_model": "Qwen/Qwen3-0.6B", "model_service_port": 8011,
+        "model_service_gpus": [1], "model_service_args": ["--gpu-memory-utilization", "0.3", "--max-model-len", "4096"],
+        "model_service_hf_endpoint": env["HF_ENDPOINT"]}}]}]))
+    local_tmp = tmp_path / "ansible-tmp"
+    proc = subprocess.run([str(Path(os.sys.executable).with_name("ansible-playbook")), "-i",
+                           str(plain_inventory(lab, tmp_path)), str(play)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **env, "ANSIBLE_LOCAL_TEMP": str(local_tmp)}, timeout=300)
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert list(local_tmp.glob("pi-ansiballz/*/ansible.legacy.pi_model_service-*")), "it ran as a module"
+        model = listed(env)["direct"]
+        assert model["state"] == "running" and model["port"] == 8011 and model["gpus"] == [1]
+    finally:
+        run_pi("stop", env=env)

@@ -60,7 +60,7 @@ def test_sigint_during_pod_setup_leaves_state_whole_and_a_rerun_converges(lab, t
 # After the plan (pi start plans before its run; the start task then takes the placement lock), as the start
 # task begins (lock, files, download), and while the engine starts (its log is followed: the health wait).
 @pytest.mark.parametrize("marker", ["Plan under the pod's placement lock", "Start the model with the plan pi sent",
-                                    "Started server process"])
+                                    "Starting to load model"])
 def test_sigint_during_start_then_the_same_command_converges(pods, set_up, marker):
     pod = pods["faults-a"]
     rc, err = run_until_line_then(["start", SMALL, "--name", "tiny"], set_up, marker, sigint)
