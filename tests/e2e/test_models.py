@@ -264,8 +264,9 @@ def test_the_role_alone_runs_its_start_module_the_normal_way_when_the_pods_pytho
     play = tmp_path / "role.yml"
     play.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "roles": [{"role": "model_service", "vars": {
         "model_service_name": "direct", "model_service_model": "Qwen/Qwen3-0.6B", "model_service_port": 8011,
-        "model_service_gpus": [1], "model_service_args": ["--gpu-memory-utilization", "0.3", "--max-model-len", "4096"],
-        "model_service_hf_endpoint": env["HF_ENDPOINT"]}}]}]))
+        "model_service_gpus": [1], "model_service_hf_endpoint": env["HF_ENDPOINT"], "model_service_wait_timeout": 120,
+        "model_service_args": ["--host", "0.0.0.0", "--port", "8011", "--served-model-name", "direct",
+                               "--gpu-memory-utilization", "0.3", "--max-model-len", "4096"]}}]}]))
     local_tmp = tmp_path / "ansible-tmp"
     proc = subprocess.run([str(Path(os.sys.executable).with_name("ansible-playbook")), "-i",
                            str(plain_inventory(lab, tmp_path)), str(play)], cwd=REPO, capture_output=True, text=True,
