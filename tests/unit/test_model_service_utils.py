@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from pi_ansible import pod_status
+from pi_ansible.planning import engine_failures, tool_calls
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def svc():
-    # On the pod AnsiballZ provides ansible.module_utils.pi_pod_status; here it is the same file.
+    # On the pod AnsiballZ (or the action plugin's runner) provides ansible.module_utils.*; here the same files.
     sys.modules.setdefault("ansible.module_utils.pi_pod_status", pod_status)
+    sys.modules.setdefault("ansible.module_utils.engine_failures", engine_failures)
+    sys.modules.setdefault("ansible.module_utils.pi_tool_calls", tool_calls)
     spec = importlib.util.spec_from_file_location("pi_model_service_utils",
                                                   REPO / "plugins" / "module_utils" / "pi_model_service.py")
     mod = importlib.util.module_from_spec(spec)
