@@ -115,7 +115,8 @@ class RemoteFollower:
 
 def release_placement_lock(target, token: str) -> None:
     """After Ctrl+C: drop the pod's placement lock if this run holds it, so a re-run need not wait for it."""
-    lock = "/run/pi-ansible/placement.lock"
+    from .pod_status import PLACEMENT_LOCK as lock
+
     argv = batch_argv(target, f'test "$(cat {lock}/owner 2>/dev/null)" = {token} && rm -rf {lock}; true', 5)
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
@@ -215,7 +216,8 @@ def start_model(pod: str, request: dict, *, verify: bool = True, on_event: Calla
     who = f"pi start ({getpass.getuser()}@{socket.gethostname()})"
     model_start = {**request, "verify": verify, "started_by": who, "lock_token": token, "existing": "resume"}
     # The pod is read and the start planned here (one SSH call, ~0.2 s on the master connection, mostly hidden
-    # behind the imports below) rather than by a locked Ansible task (~1 s): the start task takes the lock and checks nothing changed in between.
+    # behind the imports below) rather than by a locked Ansible task (~1 s): the start task takes the lock and
+    # checks that nothing changed in between.
     import ansible_runner  # noqa: F401  (run_playbook's ~0.3 s of imports, while the read is under way)
 
     read = reading.result()
