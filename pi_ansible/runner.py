@@ -228,6 +228,7 @@ def run_playbook(
         "ANSIBLE_MODULE_UTILS": str(root / "plugins" / "module_utils"),
         "ANSIBLE_FILTER_PLUGINS": str(root / "plugins" / "filter"),
         "ANSIBLE_ACTION_PLUGINS": str(root / "plugins" / "action"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(root / "plugins" / "callback"),  # ansible-runner adds its own after it
         "ANSIBLE_NOCOLOR": "1",
         "PI_ANSIBLE_CACHE": str(config_dir() / "cache" / "ansible"),  # ansible_launcher.py's parsed routing table
         **ansible_env(control_dir(config_dir())),  # the pods' master connections, shared with pi's direct SSH

@@ -7,33 +7,21 @@ module_utils/pi_model_service.py), so this plugin validates the arguments here w
 (ansible-core's ArgumentSpecValidator, as AnsibleModule would on the pod), then sends the four module_utils it
 needs and the parameters on stdin of one ``python3 -c`` over the task's connection, as pipelining sends a
 module (secrets never on a command line), and returns ``reconcile``'s result: 0.1 s instead. The module file
-stays the documented interface and runs as a normal module wherever the pod's Python is not known yet (then
-its AnsiballZ payload is kept between runs, below).
-
-Ansible zips a module together with every module_util it imports, found by parsing each of them (~0.25 s of
-CPU), and caches the zip only for the life of one ansible-playbook process; the normal path here keeps that
-entry in ``<local_tmp>/pi-ansiballz/<key>/``, the key a digest of everything the zip is made from (the module,
-every file in the module_utils paths, ansible-core's version and install path, the compression setting). The
-entry holds the module's code only: its arguments go into each run's wrapper, never into the cache.
+stays the documented interface and runs as a normal module wherever the pod's Python is not known yet (its
+AnsiballZ payload is then kept between runs by the pi_ansiballz callback, as every module's is).
 """
 from __future__ import annotations
 
 import ast
-import contextlib
-import hashlib
 import json
 import os
 import re
 import shlex
-import shutil
 
-import ansible
 from ansible import constants as C
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action.normal import ActionModule as NormalAction
-from ansible.plugins.loader import module_loader
 
-_MODULE = "pi_model_service"
 # What reconcile imports (module_utils names): all stdlib-only
 _LEAN_UTILS = ("pi_model_service", "pi_pod_status", "engine_failures", "pi_tool_calls")
 _PYTHON = re.compile(r"^/[\w./+-]+$")
@@ -73,37 +61,6 @@ def _literal(source: str, name: str):
     raise KeyError(name)
 
 
-def _digest(module_path: str) -> str:
-    h = hashlib.sha256(f"{ansible.__version__}\0{ansible.__file__}\0{C.DEFAULT_MODULE_COMPRESSION}\0".encode())
-    paths = [module_path]
-    for d in C.DEFAULT_MODULE_UTILS_PATH or []:
-        for root, dirs, files in os.walk(d):
-            dirs.sort()
-            paths += [os.path.join(root, f) for f in sorted(files) if f.endswith(".py")]
-    for p in paths:
-        with open(p, "rb") as f:
-            h.update(p.encode() + b"\0" + f.read() + b"\0")
-    return h.hexdigest()[:24]
-
-
-def _ours(filename: str) -> bool:
-    """ansible-core names the entry '<fqn>-<compression>-<extensions>', the fqn ending in the module's name."""
-    return filename.split("-", 1)[0].rsplit(".", 1)[-1] == _MODULE and not filename.endswith(("-part", ".lock"))
-
-
-def _copy_missing(src: str, dst: str) -> None:
-    """Copy this module's entries from src to dst where dst lacks them, each by rename (readers never see half)."""
-    if not os.path.isdir(src):
-        return
-    os.makedirs(dst, mode=0o700, exist_ok=True)
-    for name in filter(_ours, os.listdir(src)):
-        target = os.path.join(dst, name)
-        if not os.path.exists(target):
-            part = f"{target}.{os.getpid()}-part"
-            shutil.copyfile(os.path.join(src, name), part)
-            os.replace(part, target)
-
-
 def lean_validator(utils_source: str) -> ArgumentSpecValidator:
     """The module's spec, checked here; paths are taken as given (AnsibleModule would expand ~ on the pod)."""
     spec = {k: {**v, "type": "str"} if v.get("type") == "path" else v for k, v in _literal(utils_source, "SPEC").items()}
@@ -118,7 +75,7 @@ class ActionModule(NormalAction):
         sources = {name: _utils_file(name) for name in _LEAN_UTILS}
         if python and all(sources.values()) and not self._task.async_val:
             return self._run_lean(python, sources, task_vars)
-        return self._run_module(tmp, task_vars)
+        return super().run(tmp, task_vars)
 
     def _known_python(self, task_vars) -> str | None:
         """The pod's Python when the inventory names it or an earlier module found it (else the module discovers it)."""
@@ -153,21 +110,3 @@ class ActionModule(NormalAction):
             return {**result, "failed": True, "rc": res.get("rc"),
                     "msg": f"pi_model_service did not answer on the pod (rc {res.get('rc')}): {said or 'no output'}"}
         return {**result, **answer}
-
-    def _run_module(self, tmp, task_vars):
-        run_cache = os.path.join(C.DEFAULT_LOCAL_TMP, "ansiballz_cache")
-        # The module as this task names it (pi_model_service, or piansible.pods.pi_model_service in the collection)
-        found = module_loader.find_plugin_with_context(self._task.action, collection_list=self._task.collections)
-        kept = None
-        if found.resolved and found.plugin_resolved_path:
-            try:
-                kept = os.path.join(os.path.dirname(C.DEFAULT_LOCAL_TMP), "pi-ansiballz",
-                                    _digest(found.plugin_resolved_path))
-                _copy_missing(kept, run_cache)
-            except OSError:
-                kept = None  # no cache is only slower
-        result = super().run(tmp, task_vars)
-        if kept:
-            with contextlib.suppress(OSError):
-                _copy_missing(run_cache, kept)
-        return result

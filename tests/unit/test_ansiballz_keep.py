@@ -1,85 +1,111 @@
-"""plugins/action/pi_model_service.py: the module's AnsiballZ payload kept between runs, keyed by its sources."""
+"""plugins/callback/pi_ansiballz.py: every module's AnsiballZ payload kept between runs, keyed by its sources."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
+import os
 import subprocess
 import sys
+import time
 
 from ..conftest import REPO
 
-spec = importlib.util.spec_from_file_location("pi_action_model_service", REPO / "plugins/action/pi_model_service.py")
-keep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(keep)
-ENTRY = "ansible.legacy.pi_model_service-ZIP_DEFLATED-none"
+spec = importlib.util.spec_from_file_location("pi_callback_ansiballz", REPO / "plugins/callback/pi_ansiballz.py")
+cb = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cb)
+ENTRY = "ansible.modules.file-ZIP_DEFLATED-none"
 
 
-def test_only_this_modules_whole_entries_are_kept():
-    assert keep._ours(ENTRY) and keep._ours("ansible.modules.pi_model_service-ZIP_STORED-coverage")
-    assert not keep._ours(ENTRY + ".lock") and not keep._ours(ENTRY + ".123-part")
-    assert not keep._ours("ansible.legacy.pi_model_files-ZIP_DEFLATED-none")
-    assert not keep._ours("ansible.legacy.pi_model_service_x-ZIP_DEFLATED-none")
-
-
-def test_entries_are_copied_only_where_missing(tmp_path):
-    run, kept = tmp_path / "run", tmp_path / "kept"
+def test_whole_entries_are_kept_never_locks_or_partial_copies(tmp_path):
+    run, store = tmp_path / "run", tmp_path / "store"
     run.mkdir()
     (run / ENTRY).write_bytes(b"built")
     (run / (ENTRY + ".lock")).write_bytes(b"")
-    (run / "ansible.legacy.other-ZIP_DEFLATED-none").write_bytes(b"other")
-    keep._copy_missing(str(run), str(kept))
-    assert sorted(p.name for p in kept.iterdir()) == [ENTRY] and (kept / ENTRY).read_bytes() == b"built"
+    (run / "ansible.legacy.uv_install-ZIP_DEFLATED-none.77-part").write_bytes(b"half")
+    assert cb.keep(str(run), str(store)) == 1
+    assert [p.name for p in store.iterdir()] == [ENTRY] and (store / ENTRY).read_bytes() == b"built"
+    assert oct(store.stat().st_mode & 0o777) == "0o700", "entries are unpickled: the store is the user's alone"
     (run / ENTRY).write_bytes(b"rebuilt")
-    keep._copy_missing(str(run), str(kept))
-    assert (kept / ENTRY).read_bytes() == b"built", "an entry is never overwritten: its key names its sources"
-    keep._copy_missing(str(tmp_path / "absent"), str(kept))
+    assert cb.keep(str(run), str(store)) == 0
+    assert (store / ENTRY).read_bytes() == b"built", "an entry is never overwritten: its key names its sources"
+    assert cb.keep(str(tmp_path / "absent"), str(store)) == 0
 
 
-def test_the_key_follows_every_source_of_the_payload(tmp_path, monkeypatch):
-    utils = tmp_path / "module_utils"
-    utils.mkdir()
+def test_kept_entries_are_given_to_a_run_without_touching_what_it_has(tmp_path):
+    store, run = tmp_path / "store", tmp_path / "local" / "ansiballz_cache"
+    assert cb.give(str(store), str(run)) == 0 and not run.exists()
+    store.mkdir()
+    (store / ENTRY).write_bytes(b"kept")
+    (store / "ansible.modules.stat-ZIP_DEFLATED-none").write_bytes(b"kept stat")
+    run.mkdir(parents=True)
+    (run / "ansible.modules.stat-ZIP_DEFLATED-none").write_bytes(b"this run's")
+    assert cb.give(str(store), str(run)) == 1
+    assert (run / ENTRY).read_bytes() == b"kept"
+    assert (run / "ansible.modules.stat-ZIP_DEFLATED-none").read_bytes() == b"this run's"
+    assert not [p for p in run.iterdir() if p.name.endswith("-part")]
+
+
+def test_the_key_follows_every_source_of_a_payload(tmp_path, monkeypatch):
+    utils, modules, colls = tmp_path / "module_utils", tmp_path / "modules", tmp_path / "colls"
+    for d in (utils, modules, colls / "ansible_collections" / "ns" / "one"):
+        d.mkdir(parents=True)
     (utils / "a.py").write_text("A = 1\n")
-    module = tmp_path / "pi_model_service.py"
-    module.write_text("from ansible.module_utils.a import A\n")
-    monkeypatch.setattr(keep.C, "DEFAULT_MODULE_UTILS_PATH", [str(utils)], raising=False)
-    first = keep._digest(str(module))
-    assert keep._digest(str(module)) == first
+    (modules / "m.py").write_text("from ansible.module_utils.a import A\n")
+    monkeypatch.setattr(cb.C, "DEFAULT_MODULE_UTILS_PATH", [str(utils)], raising=False)
+    monkeypatch.setattr(cb.C, "DEFAULT_MODULE_PATH", [str(modules)], raising=False)
+    monkeypatch.setattr(cb.C, "COLLECTIONS_PATHS", [str(colls)], raising=False)
+    keys = [cb.store_key()]
+    assert cb.store_key() == keys[0]
     (utils / "a.py").write_text("A = 2\n")
-    second = keep._digest(str(module))
-    module.write_text("from ansible.module_utils.a import A  # edited\n")
-    assert len({first, second, keep._digest(str(module))}) == 3
-    monkeypatch.setattr(keep.ansible, "__version__", "9.9.9")
-    assert keep._digest(str(module)) not in {first, second}
+    keys.append(cb.store_key())
+    (modules / "m.py").write_text("# edited\n")
+    keys.append(cb.store_key())
+    coll = colls / "ansible_collections" / "ns" / "one"
+    os.utime(coll, ns=(1, 1))  # a collection reinstalled in place
+    keys.append(cb.store_key())
+    (colls / "ansible_collections" / "ns" / "two").mkdir()
+    keys.append(cb.store_key())
+    monkeypatch.setattr(cb.ansible, "__version__", "9.9.9")
+    keys.append(cb.store_key())
+    assert len(set(keys)) == len(keys)
 
 
-
-# -- the lean path: reconcile on the pod without AnsiballZ -------------------------------------------------------
-
-def sources() -> dict:
-    return {n: (REPO / "plugins/module_utils" / f"{n}.py").read_text() for n in keep._LEAN_UTILS}
-
-
-def boot(job: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-c", keep._BOOT], input=json.dumps(job), capture_output=True,
-                          text=True, timeout=60)
-
-
-def test_bad_arguments_are_refused_before_anything_runs():
-    v = keep.lean_validator(sources()["pi_model_service"])
-    bad = v.validate({"name": "x", "port": "eighty", "manifest": {}, "colour": "red"})
-    said = "; ".join(bad.error_messages)
-    assert "colour" in said and "port" in said and "env, unit" in said.replace("'", "").replace(" and ", ", ")
-    good = v.validate({"name": "x", "venv": "~/v"})
-    assert not good.error_messages and good.validated_parameters["venv"] == "~/v"
-    assert good.validated_parameters["port"] == 8001 and good.validated_parameters["engine_args"] == []
+def test_other_keys_unused_for_two_weeks_are_pruned(tmp_path):
+    base = tmp_path / "pi-ansiballz"
+    current, recent, stale = base / "cur", base / "recent", base / "stale"
+    for d in (current, recent, stale):
+        d.mkdir(parents=True)
+        (d / ENTRY).write_bytes(b"x")
+    old = time.time() - 15 * 86400
+    for d in (current, stale):
+        os.utime(d, (old, old))
+    cb.prune(str(base), str(current))
+    assert sorted(p.name for p in base.iterdir()) == ["cur", "recent"]
 
 
-def test_the_pod_side_runner_imports_only_what_it_was_sent_and_prints_reconciles_result():
-    params = keep.lean_validator(sources()["pi_model_service"]).validate({"name": "Bad_Name"}).validated_parameters
-    proc = boot({"sources": sources(), "params": params, "check_mode": False})
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"failed": True, "msg": "model name 'Bad_Name' is not a DNS label"}
-    broken = {**sources(), "pi_tool_calls": "raise ImportError('sent module broke')\n"}
-    proc = boot({"sources": broken, "params": params, "check_mode": False})
-    assert proc.returncode == 1 and "sent module broke" in proc.stderr and proc.stdout == ""
+def test_a_second_ansible_playbook_run_uses_the_kept_payloads(tmp_path):
+    """Real ansible-playbook with our ansible.cfg: the first run keeps its zips, the second is given them and
+    runs them (an entry spoiled in between makes its task fail, so it is read, not rebuilt)."""
+    play = tmp_path / "p.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                    "    - ansible.builtin.stat: {path: /}\n"
+                    "    - ansible.builtin.command: 'true'\n      changed_when: false\n")
+    local = tmp_path / "local"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(local),
+           "ANSIBLE_NOCOLOR": "1"}
+
+    def run():
+        return subprocess.run([sys.executable, "-m", "ansible", "playbook", str(play), "-i", "localhost,", "-c",
+                               "local", "-vvv", "-e", f"ansible_python_interpreter={sys.executable}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    first = run()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "pi_ansiballz: 0 kept payload(s) given" in first.stdout and "pi_ansiballz: 2 new payload(s) kept" in first.stdout
+    kept = sorted((local / "pi-ansiballz").glob("*/*"))
+    assert [p.name for p in kept] == ["ansible.modules.command-ZIP_DEFLATED-none", "ansible.modules.stat-ZIP_DEFLATED-none"]
+    second = run()
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "pi_ansiballz: 2 kept payload(s) given" in second.stdout and "pi_ansiballz: 0 new payload(s) kept" in second.stdout
+    kept[0].write_bytes(b"spoiled")
+    third = run()
+    assert third.returncode != 0 and "command" in third.stdout.split("fatal:")[0].rsplit("TASK [", 1)[-1]
