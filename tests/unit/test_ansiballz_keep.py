@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
 import os
 import subprocess
 import sys
 import time
+import zipfile
 
 from ..conftest import REPO
 
@@ -109,3 +112,56 @@ def test_a_second_ansible_playbook_run_uses_the_kept_payloads(tmp_path):
     kept[0].write_bytes(b"spoiled")
     third = run()
     assert third.returncode != 0 and "command" in third.stdout.split("fatal:")[0].rsplit("TASK [", 1)[-1]
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return out.getvalue()
+
+
+PAYLOAD = {"ansible/__init__.py": "", "ansible/module_utils/__init__.py": "",
+           "ansible/module_utils/answer.py": "from __future__ import annotations\nANSWER: int = 42\n"}
+IMPORT = "import sys; sys.path.insert(0, sys.argv[1]); import ansible.module_utils.answer as m; print(m.ANSWER, m.__file__)"
+
+
+def test_kept_zips_carry_bytecode_a_python_of_the_same_version_runs(tmp_path):
+    z = tmp_path / "payload.zip"
+    z.write_bytes(cb.zip_with_bytecode(_zip(PAYLOAD)))
+    names = zipfile.ZipFile(z).namelist()
+    assert sorted(n for n in names if n.endswith(".pyc")) == sorted(n + "c" for n in PAYLOAD)
+    proc = subprocess.run([sys.executable, "-I", "-c", IMPORT, str(z)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["42", f"{z}/ansible/module_utils/answer.pyc"], "imported from the bytecode"
+    assert cb.zip_with_bytecode(z.read_bytes()) == cb.zip_with_bytecode(z.read_bytes()), "no second .pyc"
+    assert zipfile.ZipFile(io.BytesIO(cb.zip_with_bytecode(z.read_bytes()))).namelist() == names
+
+
+def test_a_python_of_another_bytecode_version_compiles_the_sources_instead(tmp_path):
+    """Simulated: every .pyc's magic number changed, as another Python's would be."""
+    src = zipfile.ZipFile(io.BytesIO(cb.zip_with_bytecode(_zip(PAYLOAD))))
+    z = tmp_path / "payload.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for info in src.infolist():
+            data = src.read(info)
+            zf.writestr(info, b"\x00\x00" + data[2:] if info.filename.endswith(".pyc") else data)
+    proc = subprocess.run([sys.executable, "-I", "-c", IMPORT, str(z)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["42", f"{z}/ansible/module_utils/answer.py"]
+
+
+def test_keep_adds_bytecode_to_ansible_core_entries_and_copies_anything_else_as_it_is(tmp_path):
+    from ansible.executor.module_common import _CachedModule
+
+    run, store = tmp_path / "run", tmp_path / "store"
+    run.mkdir()
+    _CachedModule(zip_data=base64.b64encode(_zip(PAYLOAD)), metadata={"profile": "legacy"},
+                  source_mapping={"/src/answer.py": "ansible/module_utils/answer.py"}).dump(str(run / ENTRY))
+    (run / "ansible.legacy.odd-ZIP_DEFLATED-none").write_bytes(b"not a pickle")
+    assert cb.keep(str(run), str(store)) == 2
+    kept = _CachedModule.load(str(store / ENTRY))
+    assert kept.metadata == {"profile": "legacy"} and kept.source_mapping == {"/src/answer.py": "ansible/module_utils/answer.py"}
+    assert "ansible/module_utils/answer.pyc" in zipfile.ZipFile(io.BytesIO(base64.b64decode(kept.zip_data))).namelist()
+    assert (store / "ansible.legacy.odd-ZIP_DEFLATED-none").read_bytes() == b"not a pickle"
