@@ -96,28 +96,35 @@ def _entry(name: str) -> bool:
     return not name.endswith((".lock", "-part")) and not name.startswith(".")
 
 
-def _place(src: str, dst: str) -> None:
-    """Put src at dst in one step (a reader never sees half a file): a hard link, else a copy renamed."""
-    part = f"{dst}.{os.getpid()}-part"
+def _link_or_copy(src: str, part: str) -> None:
     try:
         os.link(src, part)
     except OSError:
         shutil.copyfile(src, part)
-    os.replace(part, dst)
+
+
+def _transfer(src_dir: str, dst_dir: str, write) -> int:
+    """Put each entry of src_dir that dst_dir lacks there, written by write(src, part) then renamed in one step
+    (a reader never sees half a file); the number put."""
+    if not os.path.isdir(src_dir):
+        return 0
+    os.makedirs(dst_dir, mode=0o700, exist_ok=True)
+    done = 0
+    for name in filter(_entry, os.listdir(src_dir)):
+        target = os.path.join(dst_dir, name)
+        if not os.path.exists(target):
+            part = f"{target}.{os.getpid()}-part"
+            write(os.path.join(src_dir, name), part)
+            os.replace(part, target)
+            done += 1
+    return done
 
 
 def give(store: str, run_cache: str) -> int:
     """Link the kept entries into this run's cache; the number given."""
-    if not os.path.isdir(store):
-        return 0
-    os.makedirs(run_cache, mode=0o700, exist_ok=True)
-    given = 0
-    for name in filter(_entry, os.listdir(store)):
-        target = os.path.join(run_cache, name)
-        if not os.path.exists(target):
-            _place(os.path.join(store, name), target)
-            given += 1
-    os.utime(store)  # in use: not stale
+    given = _transfer(store, run_cache, _link_or_copy)
+    if os.path.isdir(store):
+        os.utime(store)  # in use: not stale
     return given
 
 
@@ -153,19 +160,8 @@ def _keep_one(src: str, part: str) -> None:
 
 
 def keep(run_cache: str, store: str) -> int:
-    """Copy this run's new entries into the store; the number kept."""
-    if not os.path.isdir(run_cache):
-        return 0
-    os.makedirs(store, mode=0o700, exist_ok=True)
-    kept = 0
-    for name in filter(_entry, os.listdir(run_cache)):
-        target = os.path.join(store, name)
-        if not os.path.exists(target):
-            part = f"{target}.{os.getpid()}-part"
-            _keep_one(os.path.join(run_cache, name), part)
-            os.replace(part, target)
-            kept += 1
-    return kept
+    """Copy this run's new entries into the store, bytecode added; the number kept."""
+    return _transfer(run_cache, store, _keep_one)
 
 
 def prune(base: str, current: str, now: float | None = None) -> None:
