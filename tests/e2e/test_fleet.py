@@ -136,8 +136,10 @@ def test_site_converges_three_pods_in_parallel_then_a_second_run_changes_nothing
     assert set(fleet.models("fleet-h200")) == DECLARED["fleet-h200"]
     print(f"\nconverge: three pods {first['seconds']:.1f} s, fleet-h200 alone {alone['seconds']:.1f} s, "
           f"three pods with nothing to do {second['seconds']:.1f} s")
-    # Serially the three would take about the sum of each alone (fleet-h200 is the largest of them).
-    assert first["seconds"] < 3 * alone["seconds"]
+    # Serially each pod's first model would come up a whole converge after the one before it (two of them between
+    # the first and the last); in parallel they differ by the few tasks before them. The wall times are printed,
+    # not compared: a first run builds the payloads the later ones are given (bench/ measures the fleet's times).
+    assert max(firsts) - min(firsts) < alone["seconds"], (firsts, alone["seconds"])
 
 
 def copy_fleet(tmp_path: Path) -> Path:
