@@ -219,6 +219,32 @@ def pods_setup(name, ssh, mount, models_path, vllm, index_url, hf_endpoint, rein
     click.echo(f"  Active:  {'yes' if out['active'] else f'no (make it active with `pi pods active {name}`)'}")
 
 
+@pods.command("update")
+@click.argument("names", nargs=-1)
+@click.option("--index-url", envvar="PI_INDEX_URL", default=None,
+              help="A package index mirror for uv, vLLM and torch (env PI_INDEX_URL).")
+@click.option("--hf-endpoint", envvar="HF_ENDPOINT", default=None, help="A Hugging Face Hub mirror (env HF_ENDPOINT).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (progress goes to stderr).")
+def pods_update(names, index_url, hf_endpoint, as_json) -> None:
+    """Run the setup again on set-up pods (NAMES, default all), all at once in one playbook run.
+
+    Each pod keeps its recorded vLLM variant and models path; change those with `pi pods setup`."""
+    from .pod_setup import update_pods
+    from .progress import printer
+
+    out = update_pods(list(names), index_url=index_url, hf_endpoint=hf_endpoint, on_event=printer(), on_start=_log)
+    if as_json:
+        emit_json({"pods": out})
+        return
+    for pod in out:
+        gpus = pod["gpus"]
+        click.echo(f"Pod {pod['name']} is up to date ({pod['changed']} change(s)): {len(gpus)}x "
+                   f"{gpus[0]['name'] if gpus else '?'}, vLLM {pod['vllm_version']} ({pod['engine_variant']}, "
+                   f"{pod['cuda_variant']}), models in {pod['models_path']}")
+        for note in pod["notes"]:
+            click.echo(f"  Note: {note}")
+
+
 @pods.command("active")
 @click.argument("name")
 def pods_active(name) -> None:

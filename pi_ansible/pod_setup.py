@@ -7,7 +7,9 @@ changes only after the playbook succeeded.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import ssh
@@ -87,17 +89,96 @@ def setup_pod(req: SetupRequest, *, store: StateStore | None = None,
         on_start(f"Setting up pod {req.name} ({req.ssh})")
     inventory = {"all": {"hosts": {req.name: {**target.ansible_vars(),
                                               "ansible_python_interpreter": "auto_silent"}}}}
-    secret_vars = {"pod_secrets_hf_token": secrets["HF_TOKEN"], "pod_secrets_api_key": secrets["PI_API_KEY"]}
-    result = run_playbook("pod_setup.yml", inventory=inventory, extravars=extravars(req), secret_vars=secret_vars,
-                          on_event=on_event, label=req.name, what=f"setting up pod {req.name}")
-    facts = result.facts.get(req.name, {})
-    gpus, engine, storage = facts.get("pi_gpus", {}), facts.get("vllm_env_installed", {}), facts.get("model_storage_layout", {})
-    record = pod_record(target, gpus=gpus.get("gpus", []), driver_version=gpus.get("driver_version"),
-                        cuda_version=gpus.get("cuda_version"), engine_variant=req.vllm,
-                        vllm_version=engine.get("vllm_version"), models_path=storage.get("models_path"))
+    result = run_playbook("pod_setup.yml", inventory=inventory, extravars=extravars(req),
+                          secret_vars=_secret_vars(secrets), on_event=on_event, label=req.name,
+                          what=f"setting up pod {req.name}")
+    record = _record(target, req, result.facts.get(req.name, {}))
     with store.transaction() as state:
         state.add_pod(req.name, record)
         active = state.active
-    return {"name": req.name, **record, "active": active == req.name, "changed": result.changed(),
+    return _report(req, record, result, active)
+
+
+def _secret_vars(secrets: dict[str, str]) -> dict[str, str]:
+    return {"pod_secrets_hf_token": secrets["HF_TOKEN"], "pod_secrets_api_key": secrets["PI_API_KEY"]}
+
+
+def _record(target, req: SetupRequest, facts: dict) -> dict:
+    """The pod's local state record, from what the setup run gathered on it."""
+    gpus, engine, storage = facts.get("pi_gpus", {}), facts.get("vllm_env_installed", {}), facts.get("model_storage_layout", {})
+    return pod_record(target, gpus=gpus.get("gpus", []), driver_version=gpus.get("driver_version"),
+                      cuda_version=gpus.get("cuda_version"), engine_variant=req.vllm,
+                      vllm_version=engine.get("vllm_version"), models_path=storage.get("models_path"))
+
+
+def _report(req: SetupRequest, record: dict, result, active: str | None) -> dict:
+    engine = result.facts.get(req.name, {}).get("vllm_env_installed", {})
+    return {"name": req.name, **record, "active": active == req.name,
+            "changed": (result.stats.get("changed") or {}).get(req.name, 0),
             "notes": list(engine.get("notes") or []), "cuda_variant": engine.get("cuda_variant"),
             "run": str(result.artifact_dir)}
+
+
+def update_requests(state, names: list[str], index_url: str | None = None,
+                    hf_endpoint: str | None = None) -> list[SetupRequest]:
+    """Setup requests that run the setup again on set-up pods as they are: each keeps its recorded engine variant
+    and models path (and whatever it has mounted). NAMES empty means every pod."""
+    names = list(dict.fromkeys(names)) or sorted(state.pods)
+    if not names:
+        raise PiError('no pods to update: set one up with `pi pods setup NAME "ssh root@HOST" --models-path /mnt/models`')
+    reqs = []
+    for name in names:
+        record = state.pod(name)  # an unknown name is an error naming the known pods
+        if not record.get("models_path"):
+            raise PiError(f"pod {name} has no recorded models path (it was imported, not set up): run "
+                          f"`pi pods setup {name} {shlex.quote(record['ssh'])} --models-path PATH` once")
+        reqs.append(SetupRequest(name=name, ssh=record["ssh"], models_path=record["models_path"],
+                                 vllm=record.get("engine_variant") or "release", index_url=index_url,
+                                 hf_endpoint=hf_endpoint))
+    return reqs
+
+
+def update_pods(names: list[str], *, index_url: str | None = None, hf_endpoint: str | None = None,
+                store: StateStore | None = None, on_event: Callable | None = None, env=None,
+                on_start: Callable[[str], None] | None = None) -> list[dict]:
+    """Run the setup again on set-up pods (NAMES, or every pod) in one playbook run, all pods at once.
+
+    Pods that finished are saved even when another failed; the failure is then raised, naming the pod and task."""
+    from .runner import PlaybookFailed, run_playbook
+
+    store = store or StateStore()
+    state = store.load()
+    reqs = update_requests(state, names, index_url, hf_endpoint)
+    targets = {r.name: validate(r, store) for r in reqs}
+    secrets = read_secrets(env)
+    with ThreadPoolExecutor(max_workers=min(8, len(reqs))) as pool:  # every pod answers, or nothing runs
+        problems = [str(e) for e in pool.map(_probe_error, targets.values()) if e]
+    if problems:
+        raise PiError("\n".join(problems))
+    if on_start:
+        on_start(f"Updating {len(reqs)} pod(s): {', '.join(targets)}")
+    # Each pod's settings are its host vars (extra vars would be one value for all pods).
+    inventory = {"all": {"hosts": {r.name: {**targets[r.name].ansible_vars(), **extravars(r),
+                                            "ansible_python_interpreter": "auto_silent"} for r in reqs}}}
+    result = run_playbook("pod_setup.yml", inventory=inventory, secret_vars=_secret_vars(secrets),
+                          on_event=on_event, label="update", what=f"updating pods {', '.join(targets)}",
+                          check=False)
+    failed = {f.host for f in result.failures}
+    done = [r for r in reqs if r.name not in failed and r.name in result.facts]
+    with store.transaction() as state:
+        records = {r.name: _record(targets[r.name], r, result.facts[r.name]) for r in done}
+        for name, record in records.items():
+            state.add_pod(name, record)
+        active = state.active
+    if failed or result.status != "successful" or result.rc != 0:
+        raise PlaybookFailed(result, f"updating pods {', '.join(targets)}"
+                             + (f" (saved: {', '.join(records)})" if records else ""))
+    return [_report(r, records[r.name], result, active) for r in reqs]
+
+
+def _probe_error(target) -> PiError | None:
+    try:
+        ssh.probe(target)
+    except PiError as exc:
+        return exc
+    return None

@@ -176,6 +176,44 @@ def test_two_setups_at_once_lose_no_pod(lab, pi_env):
     assert names == {"one", "two"}
 
 
+def test_update_reruns_the_setup_on_every_pod_at_once_in_one_run(lab, pi_env):
+    setup(lab, "one", "h100x2", pi_env)
+    setup(lab, "four", "rtx4090", pi_env)
+    before = {p["name"]: p for p in json.loads(run_pi("pods", "--json", env=pi_env).stdout)["pods"]}
+    runs = Path(pi_env["PI_CONFIG_DIR"]) / "ansible-runs"
+    n_runs = len(list(runs.iterdir()))
+    proc = run_pi("pods", "update", "--json", env=pi_env)
+    out = {p["name"]: p for p in json.loads(proc.stdout)["pods"]}
+    assert set(out) == {"one", "four"} and all(p["changed"] == 0 for p in out.values()), out
+    assert out["four"]["cuda_variant"] == "cu129" and out["one"]["cuda_variant"] == "cu130"
+    assert {n: (p["models_path"], p["engine_variant"], p["ssh"]) for n, p in out.items()} == \
+        {n: (p["models_path"], p["engine_variant"], p["ssh"]) for n, p in before.items()}
+    assert len(list(runs.iterdir())) == n_runs + 1, "one playbook run for both pods"
+    assert "Updating 2 pod(s): four, one" in proc.stderr
+    assert HF_CANARY not in proc.stdout + proc.stderr and KEY_CANARY not in proc.stdout + proc.stderr
+
+    named = json.loads(run_pi("pods", "update", "one", "--json", env=pi_env).stdout)["pods"]
+    assert [p["name"] for p in named] == ["one"]
+
+
+def test_update_refuses_unknown_and_imported_pods_before_anything_runs(lab, pi_env):
+    setup(lab, "one", "h100x2", pi_env)
+    runs = Path(pi_env["PI_CONFIG_DIR"]) / "ansible-runs"
+    n_runs, before = len(list(runs.iterdir())), state_bytes(pi_env)
+    proc = run_pi("pods", "update", "one", "nope", env=pi_env, check=False)
+    assert proc.returncode == 1 and "no pod named 'nope' (known pods: one)" in proc.stderr
+    state = json.loads(before)
+    state["pods"]["imported"] = {**state["pods"]["one"], "models_path": None, "origin": "pi-import"}
+    Path(pi_env["PI_CONFIG_DIR"], "pi-ansible.json").write_text(json.dumps(state))
+    proc = run_pi("pods", "update", env=pi_env, check=False)
+    assert proc.returncode == 1 and "pod imported has no recorded models path" in proc.stderr
+    assert "--models-path PATH" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(list(runs.iterdir())) == n_runs, "no playbook ran"
+    empty = {**pi_env, "PI_CONFIG_DIR": str(Path(pi_env["PI_CONFIG_DIR"]) / "empty")}
+    proc = run_pi("pods", "update", env=empty, check=False)
+    assert proc.returncode == 1 and "no pods to update" in proc.stderr
+
+
 def test_pi_ssh_streams_and_passes_the_exit_code(lab, pi_env):
     setup(lab, "h100", "h100x2", pi_env)
     proc = run_pi("ssh", "h100", "echo out; echo err >&2; exit 7", env=pi_env, check=False)
