@@ -196,6 +196,26 @@ def test_update_reruns_the_setup_on_every_pod_at_once_in_one_run(lab, pi_env):
     assert [p["name"] for p in named] == ["one"]
 
 
+def test_update_saves_the_pods_that_finished_when_another_fails(lab, pi_env):
+    setup(lab, "one", "h100x2", pi_env)
+    setup(lab, "four", "rtx4090", pi_env)
+    state_file = Path(pi_env["PI_CONFIG_DIR"], "pi-ansible.json")
+    state = json.loads(state_file.read_text())
+    for pod in ("one", "four"):  # what an update rewrites from the pod's facts
+        state["pods"][pod]["vllm_version"] = "0.0.1-stale"
+    state_file.write_text(json.dumps(state))
+    lab.ssh("rtx4090", "mv /usr/bin/nvidia-smi /usr/bin/nvidia-smi.away")
+    try:
+        proc = run_pi("pods", "update", env=pi_env, check=False)
+    finally:
+        lab.ssh("rtx4090", "mv /usr/bin/nvidia-smi.away /usr/bin/nvidia-smi")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "updating pods four, one (saved: one) failed" in proc.stderr and "four: Gather GPU facts" in proc.stderr
+    after = json.loads(state_file.read_text())["pods"]
+    assert after["four"] == state["pods"]["four"], "the failed pod's record is left as it was"
+    assert after["one"]["vllm_version"] == "0.33.0+lab", "the pod that finished is saved"
+
+
 def test_update_refuses_unknown_and_imported_pods_before_anything_runs(lab, pi_env):
     setup(lab, "one", "h100x2", pi_env)
     runs = Path(pi_env["PI_CONFIG_DIR"]) / "ansible-runs"
