@@ -166,14 +166,15 @@ def update_pods(names: list[str], *, index_url: str | None = None, hf_endpoint: 
     failed = {f.host for f in result.failures}
     done = [r for r in reqs if r.name not in failed and r.name in result.facts]
     with store.transaction() as state:
-        records = {r.name: _record(targets[r.name], r, result.facts[r.name]) for r in done}
+        # A pod removed (`pi pods remove`) while the run went on stays removed.
+        records = {r.name: _record(targets[r.name], r, result.facts[r.name]) for r in done if r.name in state.pods}
         for name, record in records.items():
             state.add_pod(name, record)
         active = state.active
     if failed or result.status != "successful" or result.rc != 0:
         raise PlaybookFailed(result, f"updating pods {', '.join(targets)}"
                              + (f" (saved: {', '.join(records)})" if records else ""))
-    return [_report(r, records[r.name], result, active) for r in reqs]
+    return [_report(r, records[r.name], result, active) for r in reqs if r.name in records]
 
 
 def _probe_error(target) -> PiError | None:
