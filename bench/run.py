@@ -466,36 +466,33 @@ def clean_models(ours: Ours, theirs: Theirs) -> None:
 def section_start(lab: Lab, ours: Ours, theirs: Theirs, rounds: int) -> None:
     log(f"start/stop: {MODEL} {' '.join(START_FLAGS)}, {rounds} round(s)")
     clean_models(ours, theirs)
-    # Untimed, one each: a first start after a fresh setup also fetches the weights from the hub (and the pod's
-    # caches are cold); the timed rounds measure starts, with the weights in place for both tools.
-    warm = {"ours": ours.time(ours.start_argv(OURS, "w0")), "theirs": theirs.time(
-        theirs.pi("start", MODEL, "--name", "w0", *START_FLAGS), timeout=180)}
-    run(ours.stop_argv(OURS, "w0"), env=ours.env)
-    port = theirs.port_of(THEIRS, "w0")
-    run(theirs.pi("stop", "w0"), env=theirs.env)
-    theirs.wait_gone(THEIRS, port)
-    NOTES.append(f"start/stop: one untimed start and stop per tool before the timed rounds, so every timed start finds "
-                 f"the weights on the pod (those first starts: ours {warm['ours']:.2f} s, theirs {warm['theirs']:.2f} s)")
+
+    def ours_pair(name: str) -> tuple[float, float]:
+        return ours.time(ours.start_argv(OURS, name)), ours.time(ours.stop_argv(OURS, name))
+
+    def theirs_pair(name: str) -> tuple[float, float]:
+        nonlocal leftovers
+        start = theirs.time(theirs.pi("start", MODEL, "--name", name, *START_FLAGS), timeout=180)
+        port = theirs.port_of(THEIRS, name)
+        stop = theirs.time(theirs.pi("stop", name))
+        leftovers += not theirs.wait_gone(THEIRS, port)
+        return start, stop
+
+    # Not recorded, one each: a first start after a fresh setup also fetches the weights from the hub (and the
+    # pod's caches are cold); the recorded rounds measure starts with the weights in place for both tools.
     leftovers = 0
+    warm = {"ours": ours_pair("w0")[0], "theirs": theirs_pair("w0")[0]}
+    leftovers = 0
+    NOTES.append(f"start/stop: one start and stop per tool before the rounds, not counted, so every counted start finds "
+                 f"the weights on the pod (those first starts: ours {warm['ours']:.2f} s, theirs {warm['theirs']:.2f} s)")
     for i in range(rounds):
         if out_of_time(f"start/stop rounds {i + 1}..{rounds}"):
             break
-        name = f"s{i}"
-
-        def ours_pair(name=name):
-            R["pi start → healthy"]["ours"].append(ours.time(ours.start_argv(OURS, name)))
-            R["pi stop"]["ours"].append(ours.time(ours.stop_argv(OURS, name)))
-
-        def theirs_pair(name=name):
-            nonlocal leftovers
-            R["pi start → healthy"]["theirs"].append(theirs.time(theirs.pi("start", MODEL, "--name", name,
-                                                                              *START_FLAGS), timeout=180))
-            port = theirs.port_of(THEIRS, name)
-            R["pi stop"]["theirs"].append(theirs.time(theirs.pi("stop", name)))
-            leftovers += not theirs.wait_gone(THEIRS, port)
-
-        for fn in ((ours_pair, theirs_pair) if i % 2 == 0 else (theirs_pair, ours_pair)):
-            fn()
+        pairs = (("ours", ours_pair), ("theirs", theirs_pair))
+        for tool, pair in (pairs if i % 2 == 0 else pairs[::-1]):
+            start, stop = pair(f"s{i}")
+            R["pi start → healthy"][tool].append(start)
+            R["pi stop"][tool].append(stop)
         R["pi start → healthy"]["floor"].append(floor(lab, OURS))
         R["pi stop"]["floor"].append(floor(lab, OURS))
     if leftovers:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import ssh
 from .errors import PiError
+from .inventory import pod_hostvars
 from .planning import engine_wheels, mounts
 from .sshargs import parse_ssh, validate_name
 from .state import StateStore, pod_record
@@ -54,12 +55,18 @@ def extravars(req: SetupRequest) -> dict:
         "model_storage_mount": req.mount or "",
         "model_storage_models_path": req.models_path or "",
     }
-    if req.index_url:
+    return {**out, **mirror_vars(req.index_url, req.hf_endpoint)}
+
+
+def mirror_vars(index_url: str | None, hf_endpoint: str | None) -> dict:
+    """Role variables for a package index and a Hub mirror, where given."""
+    out = {}
+    if index_url:
         # A mirror (or the lab's index) serves everything: uv itself, vLLM's variants and torch.
-        out["vllm_env_uv_index_url"] = req.index_url
-        out["vllm_env_index_urls"] = {k: req.index_url for k in engine_wheels.DEFAULT_INDEX_URLS}
-    if req.hf_endpoint:
-        out["model_storage_hf_endpoint"] = req.hf_endpoint
+        out["vllm_env_uv_index_url"] = index_url
+        out["vllm_env_index_urls"] = {k: index_url for k in engine_wheels.DEFAULT_INDEX_URLS}
+    if hf_endpoint:
+        out["model_storage_hf_endpoint"] = hf_endpoint
     return out
 
 
@@ -147,9 +154,9 @@ def update_pods(names: list[str], *, index_url: str | None = None, hf_endpoint: 
     from .runner import PlaybookFailed, run_playbook
 
     store = store or StateStore()
-    state = store.load()
+    state = store.load()  # checked against the state schema: names, SSH strings and variants are valid
     reqs = update_requests(state, names, index_url, hf_endpoint)
-    targets = {r.name: validate(r, store) for r in reqs}
+    targets = {r.name: state.target(r.name) for r in reqs}
     secrets = read_secrets(env)
     with ThreadPoolExecutor(max_workers=min(8, len(reqs))) as pool:  # every pod answers, or nothing runs
         problems = [str(e) for e in pool.map(_probe_error, targets.values()) if e]
@@ -157,9 +164,10 @@ def update_pods(names: list[str], *, index_url: str | None = None, hf_endpoint: 
         raise PiError("\n".join(problems))
     if on_start:
         on_start(f"Updating {len(reqs)} pod(s): {', '.join(targets)}")
-    # Each pod's settings are its host vars (extra vars would be one value for all pods).
-    inventory = {"all": {"hosts": {r.name: {**targets[r.name].ansible_vars(), **extravars(r),
-                                            "ansible_python_interpreter": "auto_silent"} for r in reqs}}}
+    # Each pod's recorded setup is its host vars, as `pi inventory` gives them (extra vars would be one value for
+    # all pods); the mirrors are the same for all.
+    mirrors = mirror_vars(index_url, hf_endpoint)
+    inventory = {"all": {"hosts": {r.name: {**pod_hostvars(r.name, state.pods[r.name]), **mirrors} for r in reqs}}}
     result = run_playbook("pod_setup.yml", inventory=inventory, secret_vars=_secret_vars(secrets),
                           on_event=on_event, label="update", what=f"updating pods {', '.join(targets)}",
                           check=False)
